@@ -1,0 +1,1 @@
+"""Engines: face analysis, audio features, diffusion and warp renderers. Nothing about HTTP or Redis."""

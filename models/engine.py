@@ -1,0 +1,169 @@
+"""The engine seam: the small interface every renderer offers to the chunk runner.
+
+The runner (``worker/runner.py``) never knows which model it drives. It calls, in order:
+
+1. ``prepare(inputs, params)`` once per job (also again when a job resumes after a crash: it must be
+   deterministic, so that a resumed job sees the same prepared state);
+2. ``plan(prepared)`` to get the chunks, contiguous frame ranges covering ``[0, prepared.num_frames)``;
+3. ``render_chunk(prepared, chunk, carry)`` for each chunk in order, handing over the ``ChunkCarry``
+   the previous chunk returned (``None`` for the first chunk). The runner stores every carry, so a
+   resumed job calls ``render_chunk`` for chunk ``k`` with the carry that chunk ``k-1`` returned in
+   an earlier process. Rendering in chunks with carries must give the same frames as an
+   uninterrupted run.
+
+This module depends on numpy only, so that the API process can import the parameter types without
+torch.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+Frames = npt.NDArray[np.uint8]
+"""Rendered frames, uint8 RGB, shape ``(F, H, W, 3)``."""
+
+FEATURE_SAMPLE_RATE = 16_000
+"""Sample rate of ``RenderInputs.audio`` (what wav2vec2 and the warp engine's features expect)."""
+
+
+def num_frames_for(duration_s: float, fps: float) -> int:
+    """Number of video frames for ``duration_s`` seconds of audio: ``round(duration * fps)``, >= 1."""
+    return max(1, int(round(duration_s * fps)))
+
+
+@dataclass(frozen=True)
+class RenderInputs:
+    """What a job gives an engine.
+
+    Attributes:
+        image: the portrait, uint8 RGB ``(H, W, 3)``, already EXIF-oriented.
+        audio: the speech, float32 mono samples in [-1, 1] at ``sample_rate`` Hz.
+        sample_rate: sample rate of ``audio``; always ``FEATURE_SAMPLE_RATE`` from the runner.
+        driving_video: optional encoded video (bytes of an MP4/WebM/...) whose head motion drives
+            the portrait, for engines that support it.
+    """
+
+    image: npt.NDArray[np.uint8]
+    audio: npt.NDArray[np.float32]
+    sample_rate: int = FEATURE_SAMPLE_RATE
+    driving_video: bytes | None = None
+
+    @property
+    def duration_s(self) -> float:
+        return float(len(self.audio)) / float(self.sample_rate)
+
+
+Framing = Literal["crop", "full"]
+Continuity = Literal["motion_frames", "overlap_average"]
+HeadMotion = Literal["still", "sway", "driving"]
+
+
+@dataclass(frozen=True)
+class RenderParams:
+    """Render options of one job. Every engine reads the ones that concern it and ignores the rest.
+
+    ``None`` means "the engine's own default" for the diffusion options.
+    """
+
+    fps: float = 25.0
+    size: int = 512
+    seed: int = 0
+    framing: Framing = "crop"
+    face_index: int | None = None
+    head_motion: float | HeadMotion = 0.5
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    reference_attention_weight: float | None = None
+    audio_attention_weight: float | None = None
+    context_frames: int | None = None
+    motion_frames: int | None = None
+    continuity: Continuity | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChunkSpec:
+    """One chunk of output frames: frames ``start`` (inclusive) to ``stop`` (exclusive)."""
+
+    index: int
+    start: int
+    stop: int
+
+    @property
+    def num_frames(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass
+class ChunkCarry:
+    """Continuity state handed from one chunk to the next; serialises to bytes without pickle.
+
+    Attributes:
+        arrays: numeric state (latents, smoothing filters, RNG state as uint8, ...). Numpy has no
+            bfloat16: store such tensors as float32.
+        meta: small JSON-serialisable values (counters, floats, strings).
+    """
+
+    arrays: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        payload: dict[str, npt.NDArray[Any]] = {
+            f"a.{k}": np.ascontiguousarray(v) for k, v in self.arrays.items()
+        }
+        payload["meta"] = np.frombuffer(json.dumps(self.meta).encode(), dtype=np.uint8)
+        np.savez(buffer, **payload)  # type: ignore[arg-type]
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ChunkCarry:
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            arrays = {k[2:]: archive[k] for k in archive.files if k.startswith("a.")}
+            meta = json.loads(archive["meta"].tobytes().decode())
+        return cls(arrays=arrays, meta=meta)
+
+
+@runtime_checkable
+class Prepared(Protocol):
+    """Per-job state computed once by ``Engine.prepare`` and read by every chunk.
+
+    Engines return their own class; the runner reads only these attributes.
+    """
+
+    num_frames: int
+    fps: float
+    height: int
+    width: int
+
+
+@runtime_checkable
+class Engine(Protocol):
+    name: str
+
+    def warmup(self) -> None:
+        """Run a tiny render once so that the first job does not pay for lazy initialisation."""
+
+    def prepare(self, inputs: RenderInputs, params: RenderParams) -> Prepared: ...
+
+    def plan(self, prepared: Prepared) -> list[ChunkSpec]: ...
+
+    def render_chunk(
+        self, prepared: Prepared, chunk: ChunkSpec, carry: ChunkCarry | None
+    ) -> tuple[Frames, ChunkCarry]: ...
+
+
+def even_chunks(num_frames: int, chunk_frames: int) -> list[ChunkSpec]:
+    """Split ``[0, num_frames)`` into consecutive chunks of ``chunk_frames`` (the last may be shorter)."""
+    if chunk_frames < 1:
+        raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
+    return [
+        ChunkSpec(index=i, start=start, stop=min(start + chunk_frames, num_frames))
+        for i, start in enumerate(range(0, num_frames, chunk_frames))
+    ]

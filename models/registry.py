@@ -1,0 +1,26 @@
+"""Engine names -> constructors, imported lazily so that a process loads only the engine it runs."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from models.engine import Engine
+
+ENGINES: dict[str, str] = {
+    "warp": "models.warp.engine:WarpEngine",
+    "vexpress": "models.vexpress.engine:VExpressEngine",
+    "test": "models.testing:PatternEngine",
+}
+
+
+def build_engine(name: str, **options: Any) -> Engine:
+    """Construct the engine called ``name``; ``options`` go to its constructor (weights_dir, device...)."""
+    try:
+        target = ENGINES[name]
+    except KeyError:
+        raise ValueError(f"unknown engine {name!r}; known: {sorted(ENGINES)}") from None
+    module_name, _, class_name = target.partition(":")
+    engine_class = getattr(importlib.import_module(module_name), class_name)
+    engine: Engine = engine_class(**options)
+    return engine

@@ -1,0 +1,1 @@
+"""GPU worker: boot, rq worker with heartbeat, chunk runner, webhook delivery."""
