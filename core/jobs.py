@@ -1,0 +1,155 @@
+"""Job schema: statuses, the render options a client may set, and the job JSON the API returns."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+WebhookEvent = Literal["video.started", "video.progress", "video.succeeded", "video.failed", "video.canceled"]
+MAX_METADATA_BYTES = 4096
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobStatus(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    def is_terminal(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
+
+
+class RenderOptions(BaseModel):
+    """Options of one render. ``None`` means the engine's own default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    engine: str | None = Field(None, description="Engine to render with; the deployment's default if unset.")
+    fps: float = Field(25.0, ge=1.0, le=60.0, description="Frames per second of the output video.")
+    size: int = Field(
+        512,
+        ge=64,
+        le=1024,
+        multiple_of=8,
+        description="Side of the square face crop (pixels, multiple of 8).",
+    )
+    seed: int | None = Field(
+        None, ge=0, le=2**32 - 1, description="Random seed; chosen and recorded if unset."
+    )
+    framing: Literal["crop", "full"] = Field(
+        "crop", description="`crop`: square video of the face; `full`: animated face pasted into the photo."
+    )
+    face_index: int | None = Field(
+        None,
+        ge=0,
+        description="Which face to animate when there are several (0 = largest); largest if unset.",
+    )
+    head_motion: float | Literal["still", "sway", "driving"] | None = Field(
+        None, description="Head motion: 0 (still) to 1 (lively), or still/sway/driving (vexpress)."
+    )
+    num_inference_steps: int | None = Field(None, ge=1, le=200, description="Diffusion steps (vexpress: 25).")
+    guidance_scale: float | None = Field(
+        None, ge=1.0, le=20.0, description="Classifier-free guidance scale (vexpress: 3.5)."
+    )
+    reference_attention_weight: float | None = Field(
+        None, ge=0.0, le=5.0, description="Weight of the reference attention (vexpress: 0.95)."
+    )
+    audio_attention_weight: float | None = Field(
+        None, ge=0.0, le=10.0, description="Weight of the audio attention (vexpress: 3.0)."
+    )
+    context_frames: int | None = Field(None, ge=2, le=64, description="Frames per diffusion window (24).")
+    motion_frames: int | None = Field(None, ge=0, le=32, description="Frames carried between chunks (4).")
+    continuity: Literal["motion_frames", "overlap_average"] | None = Field(
+        None, description="How chunks join: carried motion frames, or the reference's overlap averaging."
+    )
+    webhook_url: str | None = Field(None, max_length=2048, description="URL that receives the job's events.")
+    webhook_events: list[WebhookEvent] | None = Field(
+        None, description="Events to send; default: the terminal ones."
+    )
+    metadata: dict[str, Any] | None = Field(
+        None, description=f"Your own JSON object (at most {MAX_METADATA_BYTES} bytes), returned as given."
+    )
+
+    @field_validator("head_motion")
+    @classmethod
+    def _head_motion_range(cls, value: Any) -> Any:
+        if isinstance(value, float | int) and not 0.0 <= float(value) <= 1.0:
+            raise ValueError("head_motion must be between 0 and 1, or one of still, sway, driving")
+        return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("webhook_url must be an http(s) URL")
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_size(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and len(json.dumps(value)) > MAX_METADATA_BYTES:
+            raise ValueError(f"metadata must serialise to at most {MAX_METADATA_BYTES} bytes")
+        return value
+
+    @model_validator(mode="after")
+    def _frames_consistent(self) -> RenderOptions:
+        if (
+            self.context_frames is not None
+            and self.motion_frames is not None
+            and self.motion_frames >= self.context_frames
+        ):
+            raise ValueError("motion_frames must be smaller than context_frames")
+        return self
+
+
+class Progress(BaseModel):
+    chunks_done: int = 0
+    chunks_total: int = 0
+    frames_done: int = 0
+    frames_total: int = 0
+
+
+class VideoResult(BaseModel):
+    video_url: str | None = Field(None, description="Where to download the MP4 (presigned or API link).")
+    duration_s: float
+    fps: float
+    frames: int
+    width: int
+    height: int
+    bytes: int
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class Job(BaseModel):
+    """The job JSON of the API (and of webhook payloads)."""
+
+    id: str
+    status: JobStatus
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    progress: Progress = Field(default_factory=Progress)
+    params: RenderOptions
+    metadata: dict[str, Any] | None = None
+    result: VideoResult | None = None
+    error: JobError | None = None
+    attempts: int = Field(0, description="Runs so far (more than 1 after a worker was lost mid-job).")
+    webhooks: list[dict[str, Any]] = Field(default_factory=list, description="Webhook delivery log.")
+
+
+class JobList(BaseModel):
+    data: list[Job]
+    next_cursor: str | None = Field(None, description="Pass as `cursor` to get the next page.")

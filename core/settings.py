@@ -1,0 +1,89 @@
+"""All configuration, read once from ``PARLA_*`` environment variables and injected everywhere else."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Parla's settings. Every field is the env variable ``PARLA_<NAME>`` (upper case)."""
+
+    model_config = SettingsConfigDict(env_prefix="PARLA_", extra="ignore")
+
+    # --- API server
+    host: str = Field("127.0.0.1", description="Address the API binds to.")
+    port: int = Field(8000, description="Port the API listens on.")
+    public_url: str | None = Field(
+        None, description="Base URL clients reach the API at (for links to locally stored videos)."
+    )
+
+    # --- Redis and queue
+    redis_url: str | None = Field(
+        None, description="Redis URL. Unset: `make run` starts a private redis-server (embedded mode)."
+    )
+    key_prefix: str = Field("parla:", description="Prefix of every Redis key Parla writes.")
+    job_ttl_s: int = Field(7 * 24 * 3600, description="How long finished job records and files are kept.")
+
+    # --- storage
+    storage: Literal["local", "s3"] = Field("local", description="Where inputs, segments and videos live.")
+    storage_dir: Path = Field(Path("var/storage"), description="Root directory of local storage.")
+    s3_bucket: str = Field("parla", description="S3 bucket.")
+    s3_prefix: str = Field("", description="Key prefix inside the bucket.")
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, R2, ...).")
+    s3_region: str | None = Field(None, description="S3 region.")
+    presign_expires_s: int = Field(3600, description="Lifetime of presigned video URLs.")
+
+    # --- engines
+    engine: str = Field("warp", description="Engine this worker runs, and the default engine of jobs.")
+    engines: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Engines the API accepts (comma-separated). Empty: just `engine`.",
+    )
+    engine_options: dict[str, Any] = Field(
+        default_factory=dict, description="JSON object of extra constructor options for the worker's engine."
+    )
+    weights_dir: Path | None = Field(None, description="Directory of model weights (vexpress).")
+    device: str = Field("auto", description="Torch device of the worker: auto, cuda, cuda:N or cpu.")
+    face_check: bool = Field(True, description="Refuse portraits without a usable face at submit time.")
+
+    # --- input limits
+    max_request_bytes: int = Field(64 * MB, description="Largest request body the API reads.")
+    max_image_bytes: int = Field(20 * MB, description="Largest accepted image file.")
+    max_image_pixels: int = Field(
+        40_000_000, description="Largest accepted image area (decompression bombs)."
+    )
+    min_image_side: int = Field(128, description="Smallest accepted image width or height.")
+    max_audio_bytes: int = Field(50 * MB, description="Largest accepted audio file.")
+    min_audio_seconds: float = Field(0.5, description="Shortest accepted audio.")
+    max_audio_seconds: float = Field(600.0, description="Longest accepted audio.")
+    fetch_timeout_s: float = Field(20.0, description="Timeout for downloading `image_url`/`audio_url`.")
+
+    # --- worker
+    lease_s: int = Field(60, description="A running job whose worker is silent this long is re-queued.")
+    heartbeat_s: float = Field(10.0, description="Interval of the worker's heartbeat while a job runs.")
+    max_attempts: int = Field(3, description="Runs of one job (first run + resumes after worker loss).")
+
+    @field_validator("engines", mode="before")
+    @classmethod
+    def _split_engines(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("engine_options", mode="before")
+    @classmethod
+    def _parse_options(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    @property
+    def enabled_engines(self) -> list[str]:
+        return self.engines or [self.engine]

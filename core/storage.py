@@ -1,0 +1,193 @@
+"""Object storage: S3 (boto3, any S3-compatible endpoint) or a local directory.
+
+Everything of one job lives under ``jobs/{job_id}/``: ``inputs/``, ``segments/``, ``state/``
+and ``video.mp4`` (see ``job_key``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from core.errors import NotFound, StorageError
+from core.settings import Settings
+
+
+def job_key(job_id: str, *parts: str) -> str:
+    """Key of an object of a job, e.g. ``job_key(id, "segments", "00003.mp4")``."""
+    return "/".join(("jobs", job_id, *parts))
+
+
+class Storage(Protocol):
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
+    def get_bytes(self, key: str) -> bytes: ...
+    def exists(self, key: str) -> bool: ...
+    def list_keys(self, prefix: str) -> list[str]: ...
+    def delete_prefix(self, prefix: str) -> None: ...
+    def presigned_url(self, key: str, expires_s: int) -> str | None:
+        """A URL a client can GET without credentials, or None (the API streams the file)."""
+        ...
+
+    def iter_bytes(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]: ...
+    def ping(self) -> None:
+        """Raise ``StorageError`` if the storage does not answer."""
+        ...
+
+
+class LocalStorage:
+    """A directory on this machine; writes are atomic (temp file + rename)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root):
+            raise ValueError(f"key escapes the storage root: {key!r}")
+        return path
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"no object {key!r}", code="object_not_found") from None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list_keys(self, prefix: str) -> list[str]:
+        base = self._path(prefix) if prefix else self.root
+        if not base.exists():
+            return []
+        return sorted(
+            str(p.relative_to(self.root))
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.startswith(".tmp-")
+        )
+
+    def delete_prefix(self, prefix: str) -> None:
+        for key in self.list_keys(prefix):
+            self._path(key).unlink(missing_ok=True)
+
+    def presigned_url(self, key: str, expires_s: int) -> str | None:
+        return None
+
+    def iter_bytes(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        try:
+            handle = self._path(key).open("rb")
+        except FileNotFoundError:
+            raise NotFound(f"no object {key!r}", code="object_not_found") from None
+        with handle:
+            while block := handle.read(chunk_size):
+                yield block
+
+    def ping(self) -> None:
+        if not os.access(self.root, os.W_OK):
+            raise StorageError(f"storage directory {self.root} is not writable")
+
+
+class S3Storage:
+    """An S3 bucket (AWS, MinIO, R2, ...) through boto3.
+
+    Args:
+        bucket: bucket name (must exist).
+        prefix: key prefix inside the bucket.
+        client_kwargs: passed to ``boto3.client("s3", ...)`` (endpoint_url, region_name, credentials).
+    """
+
+    def __init__(self, bucket: str, prefix: str = "", **client_kwargs: Any) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        config = Config(retries={"max_attempts": 5, "mode": "standard"}, signature_version="s3v4")
+        self.client = boto3.client("s3", config=config, **client_kwargs)
+
+    def _key(self, key: str) -> str:
+        return self.prefix + key
+
+    def _call(self, what: str, fn: Any, **kwargs: Any) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return fn(Bucket=self.bucket, **kwargs)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise NotFound(f"no object {kwargs.get('Key')!r}", code="object_not_found") from None
+            raise StorageError(f"S3 {what} failed: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"S3 {what} failed: {exc}") from exc
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        self._call("put", self.client.put_object, Key=self._key(key), Body=data, ContentType=content_type)
+
+    def get_bytes(self, key: str) -> bytes:
+        response = self._call("get", self.client.get_object, Key=self._key(key))
+        body: bytes = response["Body"].read()
+        return body
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._call("head", self.client.head_object, Key=self._key(key))
+        except NotFound:
+            return False
+        return True
+
+    def list_keys(self, prefix: str) -> list[str]:
+        keys: list[str] = []
+        token: str | None = None
+        while True:
+            extra = {"ContinuationToken": token} if token else {}
+            page = self._call("list", self.client.list_objects_v2, Prefix=self._key(prefix), **extra)
+            keys.extend(item["Key"][len(self.prefix) :] for item in page.get("Contents", []))
+            if not page.get("IsTruncated"):
+                return sorted(keys)
+            token = page["NextContinuationToken"]
+
+    def delete_prefix(self, prefix: str) -> None:
+        keys = self.list_keys(prefix)
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": self._key(k)} for k in keys[start : start + 1000]]
+            self._call("delete", self.client.delete_objects, Delete={"Objects": batch})
+
+    def presigned_url(self, key: str, expires_s: int) -> str | None:
+        url: str = self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=expires_s
+        )
+        return url
+
+    def iter_bytes(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        response = self._call("get", self.client.get_object, Key=self._key(key))
+        yield from response["Body"].iter_chunks(chunk_size)
+
+    def ping(self) -> None:
+        self._call("ping", self.client.head_bucket)
+
+
+def storage_from_settings(settings: Settings) -> Storage:
+    if settings.storage == "s3":
+        kwargs: dict[str, Any] = {}
+        if settings.s3_endpoint_url:
+            kwargs["endpoint_url"] = settings.s3_endpoint_url
+        if settings.s3_region:
+            kwargs["region_name"] = settings.s3_region
+        return S3Storage(settings.s3_bucket, settings.s3_prefix, **kwargs)
+    return LocalStorage(settings.storage_dir)

@@ -1,0 +1,129 @@
+"""The FastAPI app factory. Tests build their own app with their own collaborators."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import redis
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core.errors import InvalidInput, ParlaError
+from core.jobstore import JobStore
+from core.queue import JobQueue
+from core.settings import Settings
+from core.storage import Storage, storage_from_settings
+from service.deps import Authenticator, PortraitCheck, Services
+from service.middleware import BodySizeLimit
+from service.routes import health, videos
+
+log = logging.getLogger("parla.api")
+
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def anonymous(authorization: str | None) -> str:
+    """The authenticator of a deployment without API keys: every caller is one tenant."""
+    return "anonymous"
+
+
+def face_portrait_check() -> PortraitCheck:
+    """The submit-time face check of ``models.face``, its engine errors turned into 422s."""
+    from models.face import admit_portrait
+
+    from models.errors import EngineInputError
+
+    def check(image: npt.NDArray[np.uint8], face_index: int | None) -> None:
+        try:
+            admit_portrait(image, face_index)
+        except EngineInputError as exc:
+            raise InvalidInput(exc.message, code=exc.code) from None
+
+    return check
+
+
+def create_app(
+    settings: Settings,
+    *,
+    redis_client: redis.Redis | None = None,
+    storage: Storage | None = None,
+    authenticate: Authenticator | None = None,
+    portrait_check: PortraitCheck | None = None,
+    **hooks: Any,
+) -> FastAPI:
+    """Build the API.
+
+    Args:
+        settings: configuration.
+        redis_client: shared Redis (from ``settings.redis_url`` when omitted).
+        storage: object storage (from settings when omitted).
+        authenticate: maps the Authorization header to a tenant (everyone is "anonymous" if omitted).
+        portrait_check: submit-time face check (none if omitted).
+        **hooks: optional ``Services`` hooks (webhook_log, admit_submission, on_submitted, on_canceled).
+    """
+    if redis_client is None:
+        if not settings.redis_url:
+            raise ValueError("settings.redis_url is required (or pass redis_client)")
+        redis_client = redis.Redis.from_url(settings.redis_url)
+    services = Services(
+        settings=settings,
+        redis=redis_client,
+        jobs=JobStore(redis_client, settings.key_prefix, settings.job_ttl_s),
+        queue=JobQueue(redis_client, settings.max_attempts),
+        storage=storage if storage is not None else storage_from_settings(settings),
+        authenticate=authenticate or anonymous,
+        portrait_check=portrait_check,
+        **hooks,
+    )
+    app = FastAPI(
+        title="Parla",
+        version="1.0.0",
+        description="One portrait and one speech recording in, an MP4 of that person speaking out.",
+    )
+    app.state.services = services
+    app.include_router(videos.router)
+    app.include_router(health.router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+
+    @app.exception_handler(ParlaError)
+    async def parla_error(request: Request, exc: ParlaError) -> JSONResponse:
+        if exc.status_code >= 500:
+            log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
+        headers = getattr(exc, "headers", None)
+        return _error(exc.status_code, exc.code, exc.message, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return _error(422, "invalid_request", problems)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+        return _error(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("%s %s failed", request.method, request.url.path)
+        return _error(500, "internal_error", "internal error; the failure was logged")
+
+    return app

@@ -1,0 +1,67 @@
+"""Request dependencies, as ``Annotated`` aliases the routes declare."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import redis
+from fastapi import Depends, Request
+
+from core.jobs import Job
+from core.jobstore import JobStore
+from core.queue import JobQueue
+from core.settings import Settings
+from core.storage import Storage
+
+
+class PortraitCheck(Protocol):
+    """Submit-time face check: raises ``core.errors.InvalidInput`` when the portrait is unusable."""
+
+    def __call__(self, image: npt.NDArray[np.uint8], face_index: int | None) -> None: ...
+
+
+class Authenticator(Protocol):
+    """Maps the ``Authorization`` header to a tenant name; raises ``Unauthorized`` otherwise."""
+
+    def __call__(self, authorization: str | None) -> str: ...
+
+
+@dataclass
+class Services:
+    """Everything the routes need, built once by ``create_app``.
+
+    The optional hooks connect tenancy limits, webhooks and metrics: ``admit_submission(tenant)``
+    raises to refuse a submission (rate limits), ``on_submitted``/``on_canceled`` observe jobs,
+    ``webhook_log(job_id)`` returns the job's webhook deliveries for its JSON.
+    """
+
+    settings: Settings
+    redis: redis.Redis
+    jobs: JobStore
+    queue: JobQueue
+    storage: Storage
+    authenticate: Authenticator
+    portrait_check: PortraitCheck | None = None
+    webhook_log: Callable[[str], list[dict[str, Any]]] | None = None
+    admit_submission: Callable[[str], None] | None = None
+    on_submitted: Callable[[str, Job], None] | None = None
+    on_canceled: Callable[[str, Job], None] | None = None
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_tenant(request: Request, services: ServicesDep) -> str:
+    return services.authenticate(request.headers.get("authorization"))
+
+
+TenantDep = Annotated[str, Depends(get_tenant)]

@@ -1,0 +1,176 @@
+"""Reading a submission: multipart files or JSON URLs, options, and the checks run before any GPU time."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+import httpx
+from pydantic import ValidationError
+from starlette.datastructures import FormData, UploadFile
+
+from core.errors import InvalidInput
+from core.jobs import RenderOptions
+
+FILE_FIELDS = ("image", "audio", "driving_video")
+JSON_LIST_FIELDS = ("webhook_events",)
+JSON_OBJECT_FIELDS = ("metadata",)
+
+
+@dataclass
+class Submission:
+    """The raw parts of one submission, before decoding."""
+
+    options: RenderOptions
+    image: bytes
+    audio: bytes
+    driving_video: bytes | None = None
+
+    def request_hash(self) -> str:
+        """Fingerprint of the request, to tell an idempotent retry from a different request."""
+        digest = hashlib.sha256()
+        digest.update(
+            self.options.model_dump_json(exclude={"seed"} if self.options.seed is None else set()).encode()
+        )
+        for part in (self.image, self.audio, self.driving_video or b""):
+            digest.update(hashlib.sha256(part).digest())
+        return digest.hexdigest()
+
+
+def parse_options(raw: dict[str, Any]) -> RenderOptions:
+    """Validate render options; every problem is a 422 ``invalid_params`` naming the field."""
+    try:
+        return RenderOptions.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors()
+        )
+        raise InvalidInput(problems, code="invalid_params") from None
+
+
+async def _read_upload(upload: UploadFile, name: str, max_bytes: int) -> bytes:
+    data = await upload.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise InvalidInput(
+            f"{name} is larger than {max_bytes} bytes", code=f"{name}_too_large", status_code=413
+        )
+    return data
+
+
+async def submission_from_form(form: FormData, max_bytes: dict[str, int]) -> Submission:
+    """Multipart: ``image`` and ``audio`` files (``driving_video`` optional) plus option fields."""
+    files: dict[str, bytes] = {}
+    raw: dict[str, Any] = {}
+    for key, value in form.multi_items():
+        if key in FILE_FIELDS:
+            if not isinstance(value, UploadFile):
+                raise InvalidInput(f"`{key}` must be a file upload", code="invalid_request")
+            files[key] = await _read_upload(value, key, max_bytes[key])
+        elif isinstance(value, UploadFile):
+            raise InvalidInput(f"unexpected file field `{key}`", code="invalid_request")
+        elif key in JSON_LIST_FIELDS:
+            raw.setdefault(key, []).extend(_json_or_csv(value))
+        elif key in JSON_OBJECT_FIELDS:
+            raw[key] = _json_field(key, value)
+        else:
+            raw[key] = value
+    for required in ("image", "audio"):
+        if required not in files:
+            raise InvalidInput(f"the `{required}` file is missing", code=f"missing_{required}")
+    return Submission(parse_options(raw), files["image"], files["audio"], files.get("driving_video"))
+
+
+async def submission_from_json(
+    body: Any, max_bytes: dict[str, int], fetch_timeout_s: float, client: httpx.AsyncClient | None = None
+) -> Submission:
+    """JSON: ``image_url`` and ``audio_url`` (https or ``data:`` URIs) plus options."""
+    if not isinstance(body, dict):
+        raise InvalidInput("the JSON body must be an object", code="invalid_request")
+    raw = dict(body)
+    urls = {name: raw.pop(f"{name}_url", None) for name in FILE_FIELDS}
+    for required in ("image", "audio"):
+        if not urls[required]:
+            raise InvalidInput(f"`{required}_url` is missing", code=f"missing_{required}")
+    options = parse_options(raw)
+    parts: dict[str, bytes] = {}
+    for name, url in urls.items():
+        if url is not None:
+            parts[name] = await fetch_url(name, url, max_bytes[name], fetch_timeout_s, client)
+    return Submission(options, parts["image"], parts["audio"], parts.get("driving_video"))
+
+
+async def fetch_url(
+    name: str, url: Any, max_bytes: int, timeout_s: float, client: httpx.AsyncClient | None = None
+) -> bytes:
+    """Bytes behind a ``data:`` URI or an ``https://`` URL (redirects not followed, size capped)."""
+    if not isinstance(url, str):
+        raise InvalidInput(f"`{name}_url` must be a string", code="invalid_url")
+    if url.startswith("data:"):
+        data = decode_data_uri(name, url)
+    elif url.startswith("https://"):
+        data = await _download(name, url, max_bytes, timeout_s, client)
+    else:
+        raise InvalidInput(f"`{name}_url` must be an https:// URL or a data: URI", code="invalid_url")
+    if len(data) > max_bytes:
+        raise InvalidInput(
+            f"{name} is larger than {max_bytes} bytes", code=f"{name}_too_large", status_code=413
+        )
+    return data
+
+
+def decode_data_uri(name: str, uri: str) -> bytes:
+    header, sep, payload = uri[5:].partition(",")
+    if not sep:
+        raise InvalidInput(f"`{name}_url` is not a valid data: URI", code="invalid_url")
+    if header.endswith(";base64"):
+        try:
+            return base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidInput(f"`{name}_url` has invalid base64", code="invalid_url") from None
+    return unquote_to_bytes(payload)
+
+
+async def _download(
+    name: str, url: str, max_bytes: int, timeout_s: float, client: httpx.AsyncClient | None
+) -> bytes:
+    own_client = client is None
+    http = client or httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
+    try:
+        async with http.stream("GET", url) as response:
+            if response.status_code != 200:
+                raise InvalidInput(
+                    f"downloading `{name}_url` answered HTTP {response.status_code}", code="url_fetch_failed"
+                )
+            received = bytearray()
+            async for block in response.aiter_bytes():
+                received.extend(block)
+                if len(received) > max_bytes:
+                    raise InvalidInput(
+                        f"{name} is larger than {max_bytes} bytes", code=f"{name}_too_large", status_code=413
+                    )
+            return bytes(received)
+    except httpx.HTTPError as exc:
+        raise InvalidInput(f"downloading `{name}_url` failed: {exc}", code="url_fetch_failed") from None
+    finally:
+        if own_client:
+            await http.aclose()
+
+
+def _json_field(key: str, value: str) -> Any:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        raise InvalidInput(f"`{key}` must be JSON", code="invalid_params") from None
+
+
+def _json_or_csv(value: str) -> list[Any]:
+    text = value.strip()
+    if text.startswith("["):
+        parsed = _json_field("webhook_events", text)
+        return parsed if isinstance(parsed, list) else [parsed]
+    return [part.strip() for part in text.split(",") if part.strip()]

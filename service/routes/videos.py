@@ -1,0 +1,256 @@
+"""``/v1/videos``: submit, read, list, cancel and download video jobs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
+
+from core.errors import Conflict, InvalidInput, NotFound, ParlaError
+from core.jobs import Job, JobList, JobStatus
+from core.jobstore import new_job_id
+from core.media import AudioLimits, ImageLimits, decode_audio, decode_image
+from core.storage import job_key
+from service.deps import Services, ServicesDep, TenantDep
+from service.inputs import Submission, submission_from_form, submission_from_json
+
+log = logging.getLogger("parla.api")
+router = APIRouter(prefix="/v1/videos", tags=["videos"])
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"description": description, "content": {"application/json": {"example": {"error": example}}}}
+    for status, description, example in (
+        (404, "No such job (or not yours)", {"code": "job_not_found", "message": "no video job 'vid_x'"}),
+        (409, "Conflict", {"code": "idempotency_key_reused", "message": "..."}),
+        (413, "Too large", {"code": "image_too_large", "message": "..."}),
+        (415, "Unsupported content type", {"code": "unsupported_media_type", "message": "..."}),
+        (422, "Invalid input", {"code": "invalid_image", "message": "..."}),
+    )
+}
+
+SUBMIT_BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image", "audio"],
+                    "properties": {
+                        "image": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "Portrait: PNG, JPEG or WebP.",
+                        },
+                        "audio": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "Speech: WAV, MP3, M4A, OGG, FLAC.",
+                        },
+                        "driving_video": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "Optional head motion.",
+                        },
+                        "options": {"$ref": "#/components/schemas/RenderOptions"},
+                    },
+                    "description": "Files plus any RenderOptions field as a form field.",
+                }
+            },
+            "application/json": {
+                "schema": {
+                    "allOf": [
+                        {"$ref": "#/components/schemas/RenderOptions"},
+                        {
+                            "type": "object",
+                            "required": ["image_url", "audio_url"],
+                            "properties": {
+                                "image_url": {"type": "string", "description": "https:// URL or data: URI"},
+                                "audio_url": {"type": "string", "description": "https:// URL or data: URI"},
+                                "driving_video_url": {"type": "string"},
+                            },
+                        },
+                    ]
+                }
+            },
+        },
+    }
+}
+
+
+def job_view(services: Services, request: Request, job: Job) -> Job:
+    """The job as the caller sees it: with a fresh video URL and the webhook delivery log."""
+    if job.result is not None and job.status == JobStatus.SUCCEEDED:
+        url = services.storage.presigned_url(
+            job_key(job.id, "video.mp4"), services.settings.presign_expires_s
+        )
+        if url is None:
+            base = (services.settings.public_url or str(request.base_url)).rstrip("/")
+            url = f"{base}/v1/videos/{job.id}/video"
+        job.result.video_url = url
+    job.webhooks = services.webhook_log(job.id) if services.webhook_log else []
+    return job
+
+
+async def _read_submission(request: Request, services: Services) -> Submission:
+    settings = services.settings
+    max_bytes = {
+        "image": settings.max_image_bytes,
+        "audio": settings.max_audio_bytes,
+        "driving_video": settings.max_request_bytes,
+    }
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        try:
+            form = await request.form(max_files=4, max_fields=64)
+        except ParlaError:
+            raise
+        except Exception as exc:  # malformed multipart
+            raise InvalidInput(f"malformed multipart body: {exc}", code="invalid_request") from None
+        return await submission_from_form(form, max_bytes)
+    if content_type == "application/json":
+        try:
+            body = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise InvalidInput("the body is not valid JSON", code="invalid_request") from None
+        return await submission_from_json(body, max_bytes, settings.fetch_timeout_s)
+    raise InvalidInput(
+        "send multipart/form-data (files) or application/json (URLs)",
+        code="unsupported_media_type",
+        status_code=415,
+    )
+
+
+def _validate_media(services: Services, submission: Submission) -> None:
+    """Decode both files (refusing bad ones with their own codes) and run the face check."""
+    settings = services.settings
+    image = decode_image(
+        submission.image,
+        ImageLimits(settings.max_image_bytes, settings.max_image_pixels, settings.min_image_side),
+    )
+    decode_audio(
+        submission.audio,
+        AudioLimits(settings.max_audio_bytes, settings.min_audio_seconds, settings.max_audio_seconds),
+    )
+    if services.portrait_check is not None:
+        services.portrait_check(image, submission.options.face_index)
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=Job,
+    responses=ERROR_RESPONSES,
+    openapi_extra=SUBMIT_BODY_DOC,
+    summary="Submit a portrait and a speech recording",
+)
+async def submit_video(
+    request: Request,
+    response: Response,
+    services: ServicesDep,
+    tenant: TenantDep,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> Job | JSONResponse:
+    submission = await _read_submission(request, services)
+    engine = submission.options.engine or services.settings.engine
+    if engine not in services.settings.enabled_engines:
+        raise InvalidInput(
+            f"engine {engine!r} is not served here; available: {', '.join(services.settings.enabled_engines)}",
+            code="engine_unavailable",
+        )
+    submission.options.engine = engine
+    if services.admit_submission is not None:
+        services.admit_submission(tenant)
+    request_hash = submission.request_hash()
+    if idempotency_key:
+        existing = services.jobs.find_idempotent(tenant, idempotency_key, request_hash)
+        if existing is not None:
+            return _replay(services, request, existing)
+    await run_in_threadpool(_validate_media, services, submission)
+    if submission.options.seed is None:
+        submission.options.seed = secrets.randbelow(2**32)
+
+    job_id = new_job_id()
+    if idempotency_key:
+        winner = services.jobs.remember_idempotent(tenant, idempotency_key, request_hash, job_id)
+        if winner != job_id:
+            return _replay(services, request, winner)
+    for name in ("image", "audio", "driving_video"):
+        data = getattr(submission, name)
+        if data is not None:
+            await run_in_threadpool(services.storage.put_bytes, job_key(job_id, "inputs", name), data)
+    job = services.jobs.create(tenant, submission.options, request_hash, job_id=job_id)
+    services.queue.enqueue(job.id, engine)
+    if services.on_submitted is not None:
+        services.on_submitted(tenant, job)
+    log.info("job %s submitted by %s (engine %s)", job.id, tenant, engine)
+    response.headers["Location"] = f"/v1/videos/{job.id}"
+    return job_view(services, request, job)
+
+
+def _replay(services: Services, request: Request, job_id: str) -> JSONResponse:
+    try:
+        job = services.jobs.get(job_id)
+    except NotFound:
+        raise Conflict(
+            "a request with this Idempotency-Key is still being accepted", code="idempotency_in_progress"
+        ) from None
+    body = job_view(services, request, job).model_dump(mode="json")
+    return JSONResponse(
+        body, status_code=202, headers={"Location": f"/v1/videos/{job.id}", "Idempotent-Replayed": "true"}
+    )
+
+
+@router.get("", response_model=JobList, summary="List your video jobs, newest first")
+async def list_videos(
+    request: Request,
+    services: ServicesDep,
+    tenant: TenantDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=32)] = None,
+) -> JobList:
+    jobs, next_cursor = services.jobs.list(tenant, limit, cursor)
+    return JobList(data=[job_view(services, request, job) for job in jobs], next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", response_model=Job, responses=ERROR_RESPONSES, summary="Status, progress and result")
+async def get_video(job_id: str, request: Request, services: ServicesDep, tenant: TenantDep) -> Job:
+    return job_view(services, request, services.jobs.get(job_id, tenant))
+
+
+@router.post("/{job_id}/cancel", response_model=Job, responses=ERROR_RESPONSES, summary="Cancel a job")
+async def cancel_video(job_id: str, request: Request, services: ServicesDep, tenant: TenantDep) -> Job:
+    services.jobs.get(job_id, tenant)
+    job = services.jobs.request_cancel(job_id)
+    if job.status == JobStatus.CANCELED and services.on_canceled is not None:
+        services.on_canceled(tenant, job)
+    return job_view(services, request, job)
+
+
+@router.get(
+    "/{job_id}/video",
+    responses={**ERROR_RESPONSES, 200: {"content": {"video/mp4": {}}}, 307: {"description": "Presigned URL"}},
+    response_class=Response,
+    summary="Download the MP4",
+)
+async def download_video(job_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
+    job = services.jobs.get(job_id, tenant)
+    if job.status != JobStatus.SUCCEEDED or job.result is None:
+        raise Conflict(f"the video is not ready (status {job.status.value})", code="video_not_ready")
+    key = job_key(job_id, "video.mp4")
+    url = services.storage.presigned_url(key, services.settings.presign_expires_s)
+    if url is not None:
+        return RedirectResponse(url, status_code=307)
+    return StreamingResponse(
+        services.storage.iter_bytes(key),
+        media_type="video/mp4",
+        headers={
+            "Content-Length": str(job.result.bytes),
+            "Content-Disposition": f'attachment; filename="{job_id}.mp4"',
+        },
+    )

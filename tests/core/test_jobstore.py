@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import pytest
+import redis
+
+from core.errors import Conflict, NotFound
+from core.jobs import JobError, JobStatus, Progress, RenderOptions, VideoResult
+from core.jobstore import JobStore
+
+
+@pytest.fixture()
+def store(redis_url: str) -> JobStore:
+    return JobStore(redis.Redis.from_url(redis_url), ttl_s=60)
+
+
+def test_create_get_and_tenant_isolation(store: JobStore) -> None:
+    job = store.create("alice", RenderOptions(fps=30, metadata={"order": 7}))
+    fetched = store.get(job.id, "alice")
+    assert fetched.status == JobStatus.QUEUED and fetched.params.fps == 30
+    assert fetched.metadata == {"order": 7}
+    with pytest.raises(NotFound):
+        store.get(job.id, "bob")
+    with pytest.raises(NotFound):
+        store.get("vid_missing")
+
+
+def test_lifecycle_and_terminal_is_final(store: JobStore) -> None:
+    job = store.create("t", RenderOptions())
+    running = store.start_attempt(job.id)
+    assert running is not None and running.status == JobStatus.RUNNING and running.attempts == 1
+    store.set_progress(job.id, Progress(chunks_done=1, chunks_total=3, frames_done=8, frames_total=20))
+    assert store.get(job.id).progress.frames_done == 8
+    result = VideoResult(duration_s=1.0, fps=25, frames=25, width=64, height=64, bytes=10)
+    done = store.finish(job.id, JobStatus.SUCCEEDED, result=result)
+    assert done is not None and done.finished_at is not None and done.result == result
+    assert store.finish(job.id, JobStatus.FAILED, error=JobError(code="x", message="y")) is None
+    assert store.start_attempt(job.id) is None
+    assert store.get(job.id).status == JobStatus.SUCCEEDED
+    assert 0 < store.redis.ttl(store._key(job.id)) <= 60
+
+
+def test_resume_counts_attempts(store: JobStore) -> None:
+    job = store.create("t", RenderOptions())
+    store.start_attempt(job.id)
+    second = store.start_attempt(job.id)
+    assert second is not None and second.attempts == 2
+
+
+def test_cancel_queued_is_immediate_running_is_flagged(store: JobStore) -> None:
+    queued = store.create("t", RenderOptions())
+    assert store.request_cancel(queued.id).status == JobStatus.CANCELED
+    assert store.start_attempt(queued.id) is None
+    running = store.create("t", RenderOptions())
+    store.start_attempt(running.id)
+    assert not store.cancel_requested(running.id)
+    assert store.request_cancel(running.id).status == JobStatus.RUNNING
+    assert store.cancel_requested(running.id)
+
+
+def test_list_is_newest_first_and_paginates(store: JobStore) -> None:
+    ids = [store.create("t", RenderOptions()).id for _ in range(5)]
+    store.create("other", RenderOptions())
+    page1, cursor = store.list("t", limit=2)
+    assert [j.id for j in page1] == ids[::-1][:2] and cursor
+    page2, cursor2 = store.list("t", limit=2, cursor=cursor)
+    assert [j.id for j in page2] == ids[::-1][2:4]
+    page3, cursor3 = store.list("t", limit=2, cursor=cursor2)
+    assert [j.id for j in page3] == ids[:1] and cursor3 is None
+
+
+def test_idempotency_same_request_same_job_other_request_conflict(store: JobStore) -> None:
+    assert store.find_idempotent("t", "key-1", "hash-a") is None
+    assert store.remember_idempotent("t", "key-1", "hash-a", "vid_1") == "vid_1"
+    assert store.remember_idempotent("t", "key-1", "hash-a", "vid_2") == "vid_1"
+    assert store.find_idempotent("t", "key-1", "hash-a") == "vid_1"
+    assert store.find_idempotent("other-tenant", "key-1", "hash-a") is None
+    with pytest.raises(Conflict):
+        store.find_idempotent("t", "key-1", "hash-b")

@@ -1,0 +1,21 @@
+"""``python -m worker``: one worker process (one per GPU)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from core.settings import Settings
+from worker.boot import run_worker
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Parla GPU worker")
+    parser.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_worker(Settings(), burst=args.burst)
+
+
+if __name__ == "__main__":
+    main()
