@@ -34,7 +34,7 @@ FEATURE_SAMPLE_RATE = 16_000
 
 def num_frames_for(duration_s: float, fps: float) -> int:
     """Number of video frames for ``duration_s`` seconds of audio: ``round(duration * fps)``, >= 1."""
-    return max(1, int(round(duration_s * fps)))
+    return max(1, round(duration_s * fps))
 
 
 @dataclass(frozen=True)

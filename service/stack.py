@@ -1,0 +1,202 @@
+"""The whole stack on one machine: ``python -m service.stack run`` (``make run``) and ``demo`` (``make demo``).
+
+Starts a private redis-server when ``PARLA_REDIS_URL`` is unset, the API (uvicorn) and workers as
+child processes, with local storage unless configured otherwise. The end-to-end tests drive the
+same class.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+from core.localredis import LocalRedis, free_port
+
+log = logging.getLogger("parla.stack")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_IMAGE = REPO_ROOT / "tests" / "assets" / "portrait.png"
+SAMPLE_AUDIO = REPO_ROOT / "tests" / "assets" / "speech.wav"
+
+
+class Stack:
+    """Redis (if needed) + API + ``workers`` worker processes.
+
+    Args:
+        env: ``PARLA_*`` settings for every process (on top of this process's environment).
+        workers: worker processes to start.
+        state_dir: where embedded Redis data, local storage and logs go.
+    """
+
+    def __init__(
+        self, env: dict[str, str] | None = None, workers: int = 1, state_dir: Path | None = None
+    ) -> None:
+        self.state_dir = (state_dir or REPO_ROOT / "var").resolve()
+        self.env = {**os.environ, **(env or {})}
+        self.env.setdefault("PARLA_STORAGE_DIR", str(self.state_dir / "storage"))
+        self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), self.env.get("PYTHONPATH")]))
+        self.env.setdefault("HF_HUB_OFFLINE", "1")
+        self.worker_count = workers
+        self.redis: LocalRedis | None = None
+        self.api: subprocess.Popen[bytes] | None = None
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.log_dir = self.state_dir / "logs"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['PARLA_PORT']}"
+
+    def _spawn(self, module: str, log_name: str) -> subprocess.Popen[bytes]:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_file = (self.log_dir / f"{log_name}.log").open("ab")
+        return subprocess.Popen(
+            [sys.executable, "-m", module],
+            env=self.env,
+            cwd=REPO_ROOT,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+
+    def start(self, timeout_s: float = 120.0) -> Stack:
+        if not self.env.get("PARLA_REDIS_URL"):
+            self.redis = LocalRedis(self.state_dir / "redis", appendonly=True).start()
+            self.env["PARLA_REDIS_URL"] = self.redis.url
+            log.info("embedded redis-server on %s", self.redis.url)
+        self.env.setdefault("PARLA_HOST", "127.0.0.1")
+        self.env.setdefault("PARLA_PORT", str(free_port()))
+        self.api = self._spawn("service", "api")
+        for _ in range(self.worker_count):
+            self.start_worker()
+        self.wait_ready(timeout_s)
+        return self
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        worker = self._spawn("worker", f"worker-{len(self.workers)}")
+        self.workers.append(worker)
+        return worker
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Until the API answers /readyz and every worker has registered with rq."""
+        import redis
+        from rq import Worker
+
+        deadline = time.monotonic() + timeout_s
+        connection = redis.Redis.from_url(self.env["PARLA_REDIS_URL"])
+        while time.monotonic() < deadline:
+            for process in [self.api, *self.workers]:
+                if process is not None and process.poll() is not None:
+                    raise RuntimeError(
+                        f"a stack process exited early (code {process.returncode}); see {self.log_dir}"
+                    )
+            try:
+                ready = httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                ready = False
+            alive = sum(1 for w in self.workers if w.poll() is None)
+            if ready and len(Worker.all(connection=connection)) >= alive:
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"the stack was not ready within {timeout_s}s; see {self.log_dir}")
+
+    def stop(self) -> None:
+        for process in [*self.workers, self.api]:
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in [*self.workers, self.api]:
+            if process is not None:
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        self.workers.clear()
+        self.api = None
+        if self.redis is not None:
+            self.redis.stop()
+            self.redis = None
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def render_sample(
+    base_url: str, out: Path, image: Path, audio: Path, timeout_s: float = 600.0
+) -> dict[str, object]:
+    """Submit ``image`` + ``audio``, follow progress, download the MP4 to ``out``; returns the job JSON."""
+    with httpx.Client(base_url=base_url, timeout=60) as client:
+        files = {"image": (image.name, image.read_bytes()), "audio": (audio.name, audio.read_bytes())}
+        response = client.post("/v1/videos", files=files, data={"seed": "7"})
+        response.raise_for_status()
+        job: dict[str, object] = response.json()
+        print(f"submitted {job['id']}")
+        deadline = time.monotonic() + timeout_s
+        while job["status"] in ("queued", "running"):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job['id']} did not finish within {timeout_s}s")
+            time.sleep(0.5)
+            job = client.get(f"/v1/videos/{job['id']}").json()
+            progress = job["progress"]
+            assert isinstance(progress, dict)
+            print(f"  {job['status']}: {progress['frames_done']}/{progress['frames_total']} frames", end="\r")
+        print()
+        if job["status"] != "succeeded":
+            raise RuntimeError(f"job ended {job['status']}: {job.get('error')}")
+        video = client.get(f"/v1/videos/{job['id']}/video", follow_redirects=True)
+        video.raise_for_status()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(video.content)
+        return job
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run Parla on this machine")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="start the stack and serve until Ctrl-C")
+    demo = sub.add_parser("demo", help="start the stack, render the sample, write the MP4, stop")
+    demo.add_argument("--out", type=Path, default=Path("out/demo.mp4"))
+    demo.add_argument("--image", type=Path, default=SAMPLE_IMAGE)
+    demo.add_argument("--audio", type=Path, default=SAMPLE_AUDIO)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    env = {}
+    if not os.environ.get("PARLA_API_KEYS") and not os.environ.get("PARLA_API_KEYS_FILE"):
+        env["PARLA_AUTH_DISABLED"] = "true"
+        log.warning("no PARLA_API_KEYS configured: authentication is DISABLED for this local stack")
+    if args.command == "run":
+        env.setdefault("PARLA_PORT", os.environ.get("PARLA_PORT", "8000"))
+        with Stack(env) as stack:
+            print(f"Parla is up: {stack.base_url} (API docs at {stack.base_url}/docs). Ctrl-C stops it.")
+            try:
+                while all(p.poll() is None for p in [stack.api, *stack.workers] if p is not None):
+                    time.sleep(1)
+                print(f"a stack process exited; see {stack.log_dir}")
+            except KeyboardInterrupt:
+                print("stopping")
+        return
+    with Stack(env) as stack:
+        started = time.monotonic()
+        job = render_sample(stack.base_url, args.out, args.image, args.audio)
+        result = job["result"]
+        assert isinstance(result, dict)
+        print(
+            f"wrote {args.out}: {result['frames']} frames, {result['width']}x{result['height']} at "
+            f"{result['fps']} fps, {result['duration_s']:.2f} s, {result['bytes']} bytes "
+            f"(rendered in {time.monotonic() - started:.1f} s)"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from core.settings import Settings
+from core.storage import LocalStorage
+from service.app import create_app
+
+
+@pytest.fixture()
+def settings(redis_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        redis_url=redis_url,
+        storage_dir=tmp_path / "storage",
+        engine="test",
+        engines=["test"],
+        max_audio_seconds=5.0,
+        max_image_bytes=2_000_000,
+        max_request_bytes=3_000_000,
+    )
+
+
+@pytest.fixture()
+def client(settings: Settings) -> Iterator[TestClient]:
+    app = create_app(
+        settings,
+        redis_client=redis.Redis.from_url(settings.redis_url or ""),
+        storage=LocalStorage(settings.storage_dir),
+    )
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client

@@ -1,0 +1,181 @@
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.media import encoded_audio, image_bytes, wav_bytes
+
+IMAGE = image_bytes(256, 256)
+AUDIO = wav_bytes(1.0)
+
+
+def submit(
+    client: TestClient, image: bytes = IMAGE, audio: bytes = AUDIO, headers: Any = None, **fields: Any
+) -> Any:
+    files = {"image": ("portrait.png", image, "image/png"), "audio": ("speech.wav", audio, "audio/wav")}
+    return client.post(
+        "/v1/videos", files=files, data={k: str(v) for k, v in fields.items()}, headers=headers
+    )
+
+
+def test_submit_multipart_returns_202_location_and_job(client: TestClient) -> None:
+    response = submit(client, fps=30, size=128, seed=5, metadata=json.dumps({"user": "u1"}))
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert response.headers["location"] == f"/v1/videos/{job['id']}"
+    assert job["status"] == "queued" and job["params"]["fps"] == 30 and job["params"]["seed"] == 5
+    assert job["params"]["engine"] == "test" and job["metadata"] == {"user": "u1"}
+    fetched = client.get(f"/v1/videos/{job['id']}").json()
+    assert fetched["id"] == job["id"] and fetched["progress"]["chunks_done"] == 0
+
+
+def test_seed_is_chosen_and_recorded_when_unset(client: TestClient) -> None:
+    job = submit(client).json()
+    assert isinstance(job["params"]["seed"], int)
+
+
+def test_submit_json_with_data_uris(client: TestClient) -> None:
+    body = {
+        "image_url": "data:image/png;base64," + base64.b64encode(IMAGE).decode(),
+        "audio_url": "data:audio/wav;base64," + base64.b64encode(AUDIO).decode(),
+        "fps": 24,
+        "webhook_events": ["video.succeeded", "video.progress"],
+    }
+    response = client.post("/v1/videos", json=body)
+    assert response.status_code == 202, response.text
+    assert response.json()["params"]["webhook_events"] == ["video.succeeded", "video.progress"]
+
+
+def test_list_newest_first_and_cancel_queued(client: TestClient) -> None:
+    first = submit(client).json()["id"]
+    second = submit(client).json()["id"]
+    page = client.get("/v1/videos", params={"limit": 1}).json()
+    assert [j["id"] for j in page["data"]] == [second] and page["next_cursor"]
+    rest = client.get("/v1/videos", params={"limit": 5, "cursor": page["next_cursor"]}).json()
+    assert [j["id"] for j in rest["data"]] == [first] and rest["next_cursor"] is None
+    canceled = client.post(f"/v1/videos/{first}/cancel").json()
+    assert canceled["status"] == "canceled" and canceled["error"]["code"] == "canceled"
+    assert client.get(f"/v1/videos/{first}/video").json()["error"]["code"] == "video_not_ready"
+
+
+def test_idempotency_key_same_request_same_job_different_request_409(client: TestClient) -> None:
+    headers = {"Idempotency-Key": "order-42"}
+    first = submit(client, headers=headers, seed=1)
+    again = submit(client, headers=headers, seed=1)
+    assert first.status_code == again.status_code == 202
+    assert again.json()["id"] == first.json()["id"] and again.headers["idempotent-replayed"] == "true"
+    different = submit(client, headers=headers, seed=2)
+    assert different.status_code == 409 and different.json()["error"]["code"] == "idempotency_key_reused"
+    assert len(client.get("/v1/videos").json()["data"]) == 1
+
+
+def test_unknown_job_is_404_with_code(client: TestClient) -> None:
+    for method, path in (
+        ("get", "/v1/videos/vid_nope"),
+        ("post", "/v1/videos/vid_nope/cancel"),
+        ("get", "/v1/videos/vid_nope/video"),
+    ):
+        response = client.request(method, path)
+        assert response.status_code == 404 and response.json()["error"]["code"] == "job_not_found"
+
+
+def test_health_and_readiness(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"redis": "ok", "storage": "ok"}
+
+
+def test_openapi_describes_every_render_option(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    options = spec["components"]["schemas"]["RenderOptions"]["properties"]
+    for name in (
+        "engine",
+        "fps",
+        "size",
+        "seed",
+        "num_inference_steps",
+        "guidance_scale",
+        "webhook_url",
+        "metadata",
+    ):
+        assert options[name].get("description"), name
+    content = spec["paths"]["/v1/videos"]["post"]["requestBody"]["content"]
+    assert {"multipart/form-data", "application/json"} <= set(content)
+
+
+BAD_INPUTS = [
+    # (description, request kwargs builder, status, code)
+    ("garbage image", lambda: {"image": b"\x00garbage"}, 422, "invalid_image"),
+    ("truncated image", lambda: {"image": image_bytes(300, 300, "JPEG")[:500]}, 422, "invalid_image"),
+    ("gif image", lambda: {"image": image_bytes(300, 300, "GIF")}, 422, "unsupported_image_format"),
+    ("tiny image", lambda: {"image": image_bytes(100, 300)}, 422, "image_too_small"),
+    ("huge image file", lambda: {"image": b"\x89PNG" + b"0" * 2_100_000}, 413, "image_too_large"),
+    ("garbage audio", lambda: {"audio": b"ID3\x03garbage"}, 422, "invalid_audio"),
+    ("image as audio", lambda: {"audio": IMAGE}, 422, "invalid_audio"),
+    ("short audio", lambda: {"audio": wav_bytes(0.3)}, 422, "audio_too_short"),
+    ("long audio", lambda: {"audio": encoded_audio(6.0, "mp3", "libmp3lame")}, 422, "audio_too_long"),
+    ("bad fps", lambda: {"fields": {"fps": 500}}, 422, "invalid_params"),
+    ("size not multiple of 8", lambda: {"fields": {"size": 130}}, 422, "invalid_params"),
+    ("unknown option", lambda: {"fields": {"colour": "red"}}, 422, "invalid_params"),
+    ("unknown engine", lambda: {"fields": {"engine": "warp9"}}, 422, "engine_unavailable"),
+    (
+        "motion >= context",
+        lambda: {"fields": {"context_frames": 8, "motion_frames": 8}},
+        422,
+        "invalid_params",
+    ),
+    ("bad webhook url", lambda: {"fields": {"webhook_url": "ftp://x"}}, 422, "invalid_params"),
+    ("metadata not json", lambda: {"fields": {"metadata": "{oops"}}, 422, "invalid_params"),
+]
+
+
+@pytest.mark.parametrize(("name", "build", "status", "code"), BAD_INPUTS, ids=[row[0] for row in BAD_INPUTS])
+def test_bad_multipart_inputs(client: TestClient, name: str, build: Any, status: int, code: str) -> None:
+    spec = build()
+    response = submit(
+        client, image=spec.get("image", IMAGE), audio=spec.get("audio", AUDIO), **spec.get("fields", {})
+    )
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code
+    assert client.get("/v1/videos").json()["data"] == []  # nothing was queued
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "code"),
+    [
+        ({"content": b"image=1", "headers": {"content-type": "text/plain"}}, 415, "unsupported_media_type"),
+        ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 422, "invalid_request"),
+        ({"json": ["a list"]}, 422, "invalid_request"),
+        ({"json": {"audio_url": "data:audio/wav;base64,AAAA"}}, 422, "missing_image"),
+        ({"json": {"image_url": "http://example.com/a.png", "audio_url": "data:,x"}}, 422, "invalid_url"),
+        ({"json": {"image_url": "data:image/png;base64,@@@", "audio_url": "data:,x"}}, 422, "invalid_url"),
+        ({"files": {"image": ("a.png", IMAGE, "image/png")}}, 422, "missing_audio"),
+        (
+            {"data": {"image": "not a file"}, "files": {"audio": ("a.wav", AUDIO, "audio/wav")}},
+            422,
+            "invalid_request",
+        ),
+        (
+            {"content": b"x" * 3_100_000, "headers": {"content-type": "application/json"}},
+            413,
+            "payload_too_large",
+        ),
+    ],
+)
+def test_bad_requests(client: TestClient, kwargs: dict[str, Any], status: int, code: str) -> None:
+    response = client.post("/v1/videos", **kwargs)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code
+
+
+def test_streamed_body_without_length_is_capped(client: TestClient) -> None:
+    def chunks() -> Any:
+        for _ in range(40):
+            yield b"y" * 100_000
+
+    response = client.post("/v1/videos", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
