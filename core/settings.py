@@ -65,7 +65,29 @@ class Settings(BaseSettings):
     max_audio_seconds: float = Field(600.0, description="Longest accepted audio.")
     fetch_timeout_s: float = Field(20.0, description="Timeout for downloading `image_url`/`audio_url`.")
 
+    # --- tenancy and limits
+    api_keys: str | None = Field(
+        None,
+        description="API keys: comma-separated `tenant:key` pairs, or `@/path/to/file` with one per line.",
+    )
+    auth_disabled: bool = Field(
+        False, description="Serve without API keys (everyone is tenant `anonymous`). Only for local use."
+    )
+    submissions_per_minute: int = Field(60, description="Submissions per API key per minute (0: no limit).")
+    max_queued_jobs: int = Field(100, description="Jobs an API key may have waiting at once (0: no limit).")
+
+    # --- webhooks
+    webhook_secret: str | None = Field(
+        None, description="Signing secrets `whsec_<base64>`, comma-separated (all sign; first is current)."
+    )
+    webhook_timeout_s: float = Field(15.0, description="Timeout of one webhook attempt.")
+    webhook_retry_schedule_s: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800],
+        description="Waits before each retry of a terminal webhook (comma-separated seconds).",
+    )
+
     # --- worker
+    worker_metrics_port: int = Field(9100, description="Port of the worker's /metrics and /healthz (0: off).")
     lease_s: int = Field(60, description="A running job whose worker is silent this long is re-queued.")
     heartbeat_s: float = Field(10.0, description="Interval of the worker's heartbeat while a job runs.")
     max_attempts: int = Field(3, description="Runs of one job (first run + resumes after worker loss).")
@@ -75,6 +97,13 @@ class Settings(BaseSettings):
     def _split_engines(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("webhook_retry_schedule_s", mode="before")
+    @classmethod
+    def _split_schedule(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [float(part) for part in value.split(",") if part.strip()]
         return value
 
     @field_validator("engine_options", mode="before")

@@ -191,3 +191,12 @@ def storage_from_settings(settings: Settings) -> Storage:
             kwargs["region_name"] = settings.s3_region
         return S3Storage(settings.s3_bucket, settings.s3_prefix, **kwargs)
     return LocalStorage(settings.storage_dir)
+
+
+def video_url(storage: Storage, settings: Settings, job_id: str, base_url: str | None = None) -> str:
+    """Where a client downloads a finished job's MP4: a presigned URL, or the API's download route."""
+    presigned = storage.presigned_url(job_key(job_id, "video.mp4"), settings.presign_expires_s)
+    if presigned is not None:
+        return presigned
+    base = settings.public_url or base_url or f"http://{settings.host}:{settings.port}"
+    return f"{base.rstrip('/')}/v1/videos/{job_id}/video"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -11,13 +10,20 @@ import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import InvalidInput, ParlaError
+from core.jobs import Job
 from core.jobstore import JobStore
+from core.metrics import ParlaMetrics
+from core.notify import JobNotifier
 from core.queue import JobQueue
+from core.ratelimit import RateLimiter
 from core.settings import Settings
-from core.storage import Storage, storage_from_settings
+from core.storage import Storage, storage_from_settings, video_url
+from core.webhook_outbox import WebhookOutbox
+from service.auth import ApiKeyRegistry
 from service.deps import Authenticator, PortraitCheck, Services
 from service.middleware import BodySizeLimit
 from service.routes import health, videos
@@ -41,9 +47,29 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
-def anonymous(authorization: str | None) -> str:
-    """The authenticator of a deployment without API keys: every caller is one tenant."""
-    return "anonymous"
+class Unauthorized(ParlaError):
+    code = "unauthorized"
+    status_code = 401
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+class RateLimited(ParlaError):
+    code = "rate_limited"
+    status_code = 429
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
+def key_authenticator(registry: ApiKeyRegistry) -> Authenticator:
+    def authenticate(authorization: str | None) -> str:
+        tenant = registry.authenticate(authorization)
+        if tenant is None:
+            raise Unauthorized("missing or invalid API key (send `Authorization: Bearer <key>`)")
+        return tenant
+
+    return authenticate
 
 
 def face_portrait_check() -> PortraitCheck:
@@ -68,7 +94,7 @@ def create_app(
     storage: Storage | None = None,
     authenticate: Authenticator | None = None,
     portrait_check: PortraitCheck | None = None,
-    **hooks: Any,
+    metrics: ParlaMetrics | None = None,
 ) -> FastAPI:
     """Build the API.
 
@@ -76,23 +102,57 @@ def create_app(
         settings: configuration.
         redis_client: shared Redis (from ``settings.redis_url`` when omitted).
         storage: object storage (from settings when omitted).
-        authenticate: maps the Authorization header to a tenant (everyone is "anonymous" if omitted).
+        authenticate: maps the Authorization header to a tenant; from ``settings.api_keys`` if omitted
+            (raises ``ConfigurationError`` when there are none and auth is not disabled).
         portrait_check: submit-time face check (none if omitted).
-        **hooks: optional ``Services`` hooks (webhook_log, admit_submission, on_submitted, on_canceled).
+        metrics: the API's metrics (a fresh registry if omitted).
     """
     if redis_client is None:
         if not settings.redis_url:
             raise ValueError("settings.redis_url is required (or pass redis_client)")
         redis_client = redis.Redis.from_url(settings.redis_url)
+    if authenticate is None:
+        registry = ApiKeyRegistry.from_setting(settings.api_keys, auth_disabled=settings.auth_disabled)
+        authenticate = key_authenticator(registry)
+    storage = storage if storage is not None else storage_from_settings(settings)
+    metrics = metrics or ParlaMetrics(CollectorRegistry())
+    queue = JobQueue(redis_client, settings.max_attempts)
+    metrics.set_queue_callbacks(
+        lambda: queue.depth(settings.enabled_engines), lambda: queue.in_flight(settings.enabled_engines)
+    )
+    outbox = WebhookOutbox(redis_client, key_prefix=settings.key_prefix)
+    limiter = RateLimiter(
+        redis_client,
+        submissions_per_minute=settings.submissions_per_minute,
+        max_queued_jobs=settings.max_queued_jobs,
+        key_prefix=settings.key_prefix,
+    )
+    notifier = JobNotifier(outbox, metrics, lambda job_id: video_url(storage, settings, job_id))
+
+    def admit_submission(tenant: str, job_id: str) -> None:
+        decision = limiter.admit(tenant, job_id)
+        if not decision.allowed:
+            raise RateLimited(
+                f"limit reached: {decision.limit} {decision.limit_name.replace('_', ' ')}",
+                decision.retry_after_s,
+            )
+
+    def on_canceled(tenant: str, job: Job) -> None:
+        limiter.release_queued(tenant, job.id)
+        notifier.job_event("video.canceled", job)
+
     services = Services(
         settings=settings,
         redis=redis_client,
         jobs=JobStore(redis_client, settings.key_prefix, settings.job_ttl_s),
-        queue=JobQueue(redis_client, settings.max_attempts),
-        storage=storage if storage is not None else storage_from_settings(settings),
-        authenticate=authenticate or anonymous,
+        queue=queue,
+        storage=storage,
+        authenticate=authenticate,
         portrait_check=portrait_check,
-        **hooks,
+        metrics=metrics,
+        webhook_log=outbox.deliveries,
+        admit_submission=admit_submission,
+        on_canceled=on_canceled,
     )
     app = FastAPI(
         title="Parla",
@@ -106,6 +166,8 @@ def create_app(
 
     @app.exception_handler(ParlaError)
     async def parla_error(request: Request, exc: ParlaError) -> JSONResponse:
+        if isinstance(exc, InvalidInput):
+            metrics.input_rejected(exc.code)
         if exc.status_code >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
         headers = getattr(exc, "headers", None)

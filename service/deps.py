@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 
 from core.jobs import Job
 from core.jobstore import JobStore
+from core.metrics import ParlaMetrics
 from core.queue import JobQueue
 from core.settings import Settings
 from core.storage import Storage
@@ -34,9 +35,9 @@ class Authenticator(Protocol):
 class Services:
     """Everything the routes need, built once by ``create_app``.
 
-    The optional hooks connect tenancy limits, webhooks and metrics: ``admit_submission(tenant)``
-    raises to refuse a submission (rate limits), ``on_submitted``/``on_canceled`` observe jobs,
-    ``webhook_log(job_id)`` returns the job's webhook deliveries for its JSON.
+    The optional hooks connect tenancy limits, webhooks and metrics: ``admit_submission(tenant,
+    job_id)`` raises to refuse a submission (rate limits), ``on_canceled`` observes a job canceled
+    while queued, ``webhook_log(job_id)`` returns the job's webhook deliveries for its JSON.
     """
 
     settings: Settings
@@ -46,9 +47,9 @@ class Services:
     storage: Storage
     authenticate: Authenticator
     portrait_check: PortraitCheck | None = None
+    metrics: ParlaMetrics | None = None
     webhook_log: Callable[[str], list[dict[str, Any]]] | None = None
-    admit_submission: Callable[[str], None] | None = None
-    on_submitted: Callable[[str, Job], None] | None = None
+    admit_submission: Callable[[str, str], None] | None = None
     on_canceled: Callable[[str, Job], None] | None = None
 
 

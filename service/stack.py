@@ -48,18 +48,19 @@ class Stack:
         self.redis: LocalRedis | None = None
         self.api: subprocess.Popen[bytes] | None = None
         self.workers: list[subprocess.Popen[bytes]] = []
+        self.worker_metrics_ports: list[int] = []
         self.log_dir = self.state_dir / "logs"
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.env['PARLA_PORT']}"
 
-    def _spawn(self, module: str, log_name: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, module: str, log_name: str, **env: str) -> subprocess.Popen[bytes]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_file = (self.log_dir / f"{log_name}.log").open("ab")
         return subprocess.Popen(
             [sys.executable, "-m", module],
-            env=self.env,
+            env={**self.env, **env},
             cwd=REPO_ROOT,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -79,8 +80,11 @@ class Stack:
         return self
 
     def start_worker(self) -> subprocess.Popen[bytes]:
-        worker = self._spawn("worker", f"worker-{len(self.workers)}")
+        """Start one more worker, with its metrics on a free port (``worker_metrics_ports``)."""
+        port = free_port()
+        worker = self._spawn("worker", f"worker-{len(self.workers)}", PARLA_WORKER_METRICS_PORT=str(port))
         self.workers.append(worker)
+        self.worker_metrics_ports.append(port)
         return worker
 
     def wait_ready(self, timeout_s: float) -> None:
@@ -172,7 +176,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     env = {}
-    if not os.environ.get("PARLA_API_KEYS") and not os.environ.get("PARLA_API_KEYS_FILE"):
+    if not os.environ.get("PARLA_API_KEYS"):
         env["PARLA_AUTH_DISABLED"] = "true"
         log.warning("no PARLA_API_KEYS configured: authentication is DISABLED for this local stack")
     if args.command == "run":

@@ -7,16 +7,25 @@ import time
 from typing import Any
 
 import redis
+from prometheus_client import CollectorRegistry
 
 from core.jobstore import JobStore
-from core.queue import queue_name
+from core.metrics import ParlaMetrics
+from core.notify import JobNotifier
+from core.queue import JobQueue, queue_name
+from core.ratelimit import RateLimiter
 from core.settings import Settings
-from core.storage import storage_from_settings
+from core.storage import storage_from_settings, video_url
+from core.webhook_outbox import WebhookOutbox
+from core.webhooks import parse_secrets
 from models.engine import Engine
 from models.registry import build_engine
 from worker import tasks
+from worker.metrics import start_metrics_server
+from worker.observer import WorkerObserver
 from worker.rq_worker import HeartbeatWorker, RecoveryThread
-from worker.runner import ChunkRunner, RunnerObserver
+from worker.runner import ChunkRunner
+from worker.webhooks import WebhookDispatcher
 
 log = logging.getLogger("parla.worker")
 
@@ -47,20 +56,71 @@ def load_engine(settings: Settings) -> Engine:
     return engine
 
 
-def run_worker(settings: Settings, observer: RunnerObserver | None = None, burst: bool = False) -> None:
+def touch_device(device: str) -> bool:
+    """Liveness: a tiny operation on the worker's device (a wedged GPU fails or hangs here)."""
+    if not device.startswith("cuda"):
+        return True
+    import torch
+
+    value = torch.ones(1, device=device) + 1
+    torch.cuda.synchronize(device)
+    return bool(value.item() == 2)
+
+
+def run_worker(settings: Settings, burst: bool = False) -> None:
     if not settings.redis_url:
         raise SystemExit("PARLA_REDIS_URL is not set: a worker needs the shared Redis")
     engine = load_engine(settings)
     connection = redis.Redis.from_url(settings.redis_url)
     jobs = JobStore(connection, settings.key_prefix, settings.job_ttl_s)
-    tasks.install_runner(ChunkRunner(engine, jobs, storage_from_settings(settings), observer))
+    storage = storage_from_settings(settings)
+    metrics = ParlaMetrics(CollectorRegistry())
+    queue = JobQueue(connection, settings.max_attempts)
+    metrics.set_queue_callbacks(
+        lambda: queue.depth([settings.engine]), lambda: queue.in_flight([settings.engine])
+    )
+    outbox = WebhookOutbox(connection, key_prefix=settings.key_prefix)
+    dispatcher: WebhookDispatcher | None = None
+    if settings.webhook_secret:
+        dispatcher = WebhookDispatcher(
+            outbox,
+            parse_secrets(settings.webhook_secret),
+            timeout_s=settings.webhook_timeout_s,
+            retry_schedule_s=settings.webhook_retry_schedule_s,
+            on_outcome=metrics.webhook_outcome,
+        )
+        dispatcher.run_in_thread()
+    notifier = JobNotifier(
+        outbox if dispatcher else None,
+        metrics,
+        lambda job_id: video_url(storage, settings, job_id),
+        wake=dispatcher.notify if dispatcher else None,
+    )
+    limiter = RateLimiter(
+        connection,
+        submissions_per_minute=settings.submissions_per_minute,
+        max_queued_jobs=settings.max_queued_jobs,
+        key_prefix=settings.key_prefix,
+    )
+    observer = WorkerObserver(notifier, jobs, metrics, limiter, engine.name)
+    tasks.install_runner(ChunkRunner(engine, jobs, storage, observer))
+    device = resolve_device(settings.device)
+    metrics_server = (
+        start_metrics_server(
+            settings.worker_metrics_port, metrics.registry, health_check=lambda: touch_device(device)
+        )
+        if settings.worker_metrics_port
+        else None
+    )
     worker = HeartbeatWorker(
         [queue_name(settings.engine)],
         connection=connection,
         lease_s=settings.lease_s,
         heartbeat_s=settings.heartbeat_s,
     )
-    recovery = RecoveryThread(worker.queues, jobs, interval_s=max(1.0, settings.lease_s / 3))
+    recovery = RecoveryThread(
+        worker.queues, jobs, interval_s=max(1.0, settings.lease_s / 3), notifier=notifier
+    )
     recovery.recover_once()  # jobs orphaned while no worker was up
     recovery.start()
     try:
@@ -68,3 +128,7 @@ def run_worker(settings: Settings, observer: RunnerObserver | None = None, burst
     finally:
         recovery.stop()
         tasks.install_runner(None)
+        if dispatcher is not None:
+            dispatcher.stop(timeout_s=5)
+        if metrics_server is not None:
+            metrics_server.stop()

@@ -13,6 +13,7 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 from core.errors import NotFound
 from core.jobs import JobError, JobStatus
 from core.jobstore import JobStore
+from core.notify import JobNotifier
 
 log = logging.getLogger("parla.worker")
 
@@ -59,10 +60,13 @@ class HeartbeatWorker(SimpleWorker):
 class RecoveryThread(threading.Thread):
     """Every ``interval_s``: re-queue jobs whose worker stopped heartbeating; fail those out of attempts."""
 
-    def __init__(self, queues: list[Queue], jobs: JobStore, interval_s: float) -> None:
+    def __init__(
+        self, queues: list[Queue], jobs: JobStore, interval_s: float, notifier: JobNotifier | None = None
+    ) -> None:
         super().__init__(name="parla-recovery", daemon=True)
         self.queues = queues
         self.jobs = jobs
+        self.notifier = notifier
         self.interval_s = interval_s
         self.stopped = threading.Event()
 
@@ -86,11 +90,13 @@ class RecoveryThread(threading.Thread):
             return
         if not job.status.is_terminal():
             log.warning("job %s: worker lost and no attempts left", job_id)
-            self.jobs.finish(
+            failed = self.jobs.finish(
                 job_id,
                 JobStatus.FAILED,
                 error=JobError(code="worker_lost", message=f"the worker was lost {job.attempts} times"),
             )
+            if failed is not None and self.notifier is not None:
+                self.notifier.job_event("video.failed", failed)
 
     def stop(self) -> None:
         self.stopped.set()

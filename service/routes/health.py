@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from core.metrics import exposition
 from service.deps import ServicesDep
 
 router = APIRouter(tags=["health"])
@@ -33,3 +34,11 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     return JSONResponse(
         {"status": "ready" if ready else "unavailable", "checks": checks}, status_code=200 if ready else 503
     )
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(services: ServicesDep) -> Response:
+    if services.metrics is None:
+        return Response(status_code=404)
+    body, content_type = await run_in_threadpool(exposition, services.metrics.registry)
+    return Response(body, media_type=content_type)

@@ -164,8 +164,11 @@ async def submit_video(
             code="engine_unavailable",
         )
     submission.options.engine = engine
-    if services.admit_submission is not None:
-        services.admit_submission(tenant)
+    if submission.options.webhook_url and not services.settings.webhook_secret:
+        raise InvalidInput(
+            "this deployment has no webhook signing secret (PARLA_WEBHOOK_SECRET)",
+            code="webhooks_not_configured",
+        )
     request_hash = submission.request_hash()
     if idempotency_key:
         existing = services.jobs.find_idempotent(tenant, idempotency_key, request_hash)
@@ -176,6 +179,8 @@ async def submit_video(
         submission.options.seed = secrets.randbelow(2**32)
 
     job_id = new_job_id()
+    if services.admit_submission is not None:
+        services.admit_submission(tenant, job_id)
     if idempotency_key:
         winner = services.jobs.remember_idempotent(tenant, idempotency_key, request_hash, job_id)
         if winner != job_id:
@@ -186,8 +191,8 @@ async def submit_video(
             await run_in_threadpool(services.storage.put_bytes, job_key(job_id, "inputs", name), data)
     job = services.jobs.create(tenant, submission.options, request_hash, job_id=job_id)
     services.queue.enqueue(job.id, engine)
-    if services.on_submitted is not None:
-        services.on_submitted(tenant, job)
+    if services.metrics is not None:
+        services.metrics.jobs_submitted.inc()
     log.info("job %s submitted by %s (engine %s)", job.id, tenant, engine)
     response.headers["Location"] = f"/v1/videos/{job.id}"
     return job_view(services, request, job)

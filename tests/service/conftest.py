@@ -22,6 +22,7 @@ def settings(redis_url: str, tmp_path: Path) -> Settings:
         max_audio_seconds=5.0,
         max_image_bytes=2_000_000,
         max_request_bytes=3_000_000,
+        auth_disabled=True,
     )
 
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from service.ratelimit import RateLimiter
+from core.ratelimit import RateLimiter
 
 
 class FakeClock:
