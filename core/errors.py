@@ -11,9 +11,17 @@ class ParlaError(Exception):
     code = "internal_error"
     status_code = 500
 
-    def __init__(self, message: str, *, code: str | None = None, status_code: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status_code: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
+        self.headers = headers
         if code is not None:
             self.code = code
         if status_code is not None:
@@ -43,6 +51,22 @@ class NotFound(ParlaError):
 class Conflict(ParlaError):
     code = "conflict"
     status_code = 409
+
+
+class Unauthorized(ParlaError):
+    code = "unauthorized"
+    status_code = 401
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class RateLimited(ParlaError):
+    code = "rate_limited"
+    status_code = 429
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
 
 
 class StorageError(ParlaError):

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core.errors import InvalidInput, ParlaError
+from core.errors import InvalidInput, ParlaError, RateLimited, Unauthorized
 from core.jobs import Job
 from core.jobstore import JobStore
 from core.metrics import ParlaMetrics
@@ -45,21 +45,6 @@ HTTP_CODES = {
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
-
-
-class Unauthorized(ParlaError):
-    code = "unauthorized"
-    status_code = 401
-    headers = {"WWW-Authenticate": "Bearer"}
-
-
-class RateLimited(ParlaError):
-    code = "rate_limited"
-    status_code = 429
-
-    def __init__(self, message: str, retry_after_s: int) -> None:
-        super().__init__(message)
-        self.headers = {"Retry-After": str(retry_after_s)}
 
 
 def key_authenticator(registry: ApiKeyRegistry) -> Authenticator:
@@ -170,8 +155,7 @@ def create_app(
             metrics.input_rejected(exc.code)
         if exc.status_code >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
-        headers = getattr(exc, "headers", None)
-        return _error(exc.status_code, exc.code, exc.message, headers)
+        return _error(exc.status_code, exc.code, exc.message, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
