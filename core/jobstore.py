@@ -16,7 +16,7 @@ import json
 import secrets
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -109,12 +109,13 @@ class JobStore:
             self._index_key(tenant), max_score, "-inf", start=0, num=limit + 1, withscores=True
         )
         jobs: list[Job] = []
-        for job_id, _score in rows[:limit]:
+        scored = cast(list[tuple[bytes, float]], rows)
+        for job_id, _score in scored[:limit]:
             try:
                 jobs.append(self.get(_text(job_id)))
             except NotFound:
                 self.redis.zrem(self._index_key(tenant), job_id)  # expired record
-        next_cursor = str(int(rows[limit - 1][1])) if len(rows) > limit and limit > 0 else None
+        next_cursor = str(int(scored[limit - 1][1])) if len(scored) > limit and limit > 0 else None
         return jobs, next_cursor
 
     # --- idempotency
@@ -148,7 +149,7 @@ class JobStore:
         with self.redis.pipeline() as pipe:
             while True:
                 try:
-                    pipe.watch(key)
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
                     raw = pipe.hget(key, "record")
                     if raw is None:
                         pipe.unwatch()

@@ -249,9 +249,11 @@ def assemble_mp4(segments: Iterable[bytes], audio: bytes, fps: float, out_path: 
                 with av.open(io.BytesIO(segment), mode="r") as source:
                     in_stream = source.streams.video[0]
                     in_tb, out_tb = in_stream.time_base, out_stream.time_base
+                    if in_tb is None or out_tb is None:
+                        raise ValueError("a video segment has no time base")
                     offset = Fraction(frame_offset) / rate
                     for packet in source.demux(in_stream):
-                        if packet.dts is None:  # the demuxer's final empty packet
+                        if packet.dts is None or packet.pts is None:  # the demuxer's final empty packet
                             continue
                         packet.pts = round((packet.pts * in_tb + offset) / out_tb)
                         packet.dts = round((packet.dts * in_tb + offset) / out_tb)
@@ -287,7 +289,9 @@ def probe_video(path: Path, count_frames: bool = True) -> VideoInfo:
         audio = container.streams.audio[0] if container.streams.audio else None
         fps = float(video.average_rate or video.guessed_rate or 0)
         frames = sum(1 for _ in container.decode(video)) if count_frames else int(video.frames)
-        audio_duration = float(audio.duration * audio.time_base) if audio and audio.duration else None
+        audio_duration = (
+            float(audio.duration * audio.time_base) if audio and audio.duration and audio.time_base else None
+        )
         return VideoInfo(
             frames=frames,
             fps=fps,

@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     )
     webhook_timeout_s: float = Field(15.0, description="Timeout of one webhook attempt.")
     webhook_retry_schedule_s: Annotated[list[float], NoDecode] = Field(
-        default_factory=lambda: [5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800],
+        default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0],
         description="Waits before each retry of a terminal webhook (comma-separated seconds).",
     )
 
@@ -116,3 +116,22 @@ class Settings(BaseSettings):
     @property
     def enabled_engines(self) -> list[str]:
         return self.engines or [self.engine]
+
+
+def settings_markdown() -> str:
+    """The settings as a Markdown table (the README's configuration section is this output)."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default: Any = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
+        if isinstance(default, list):
+            default = ",".join(f"{x:g}" if isinstance(x, float) else str(x) for x in default) or "(empty)"
+        elif isinstance(default, dict):
+            default = "{}"
+        elif default is None:
+            default = "(unset)"
+        rows.append(f"| `PARLA_{name.upper()}` | `{default}` | {field.description} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(settings_markdown())

@@ -118,7 +118,7 @@ def create_app(
         decision = limiter.admit(tenant, job_id)
         if not decision.allowed:
             raise RateLimited(
-                f"limit reached: {decision.limit} {decision.limit_name.replace('_', ' ')}",
+                f"limit reached: {decision.limit} {(decision.limit_name or 'requests').replace('_', ' ')}",
                 decision.retry_after_s,
             )
 
