@@ -20,7 +20,7 @@ import redis
 from core.localredis import free_port
 from core.webhook_outbox import WebhookOutbox
 from core.webhooks import parse_secrets
-from worker.webhooks import DEFAULT_RETRY_SCHEDULE_S, WebhookDispatcher, parse_retry_after
+from worker.webhooks import DEFAULT_RETRY_SCHEDULE_S, WebhookDispatcher, non_global_address, parse_retry_after
 
 SECRET = "whsec_" + base64.b64encode(b"parla-test-secret-0123456789ab").decode()
 OLD_SECRET = "whsec_" + base64.b64encode(b"an-older-secret-being-rotated!").decode()
@@ -112,7 +112,12 @@ def independently_verified(request: Received, secret: str = SECRET) -> bool:
 
 
 def make_dispatcher(outbox: WebhookOutbox, **overrides: Any) -> WebhookDispatcher:
-    options: dict[str, Any] = {"timeout_s": 0.3, "retry_schedule_s": (0.01, 0.01, 0.01), "jitter": 0.0}
+    options: dict[str, Any] = {
+        "timeout_s": 0.3,
+        "retry_schedule_s": (0.01, 0.01, 0.01),
+        "jitter": 0.0,
+        "allow_private_networks": True,  # the receiver is on loopback
+    }
     options.update(overrides)
     return WebhookDispatcher(outbox, parse_secrets(f"{SECRET},{OLD_SECRET}"), **options)
 
@@ -346,3 +351,28 @@ def test_default_schedule_spans_hours_and_constructor_checks(client: redis.Redis
         make_dispatcher(outbox, retry_schedule_s=(1.0, 0.0))
     with pytest.raises(ValueError, match="secret"):
         WebhookDispatcher(outbox, [])
+
+
+def test_non_global_addresses_are_not_contacted_by_default(client: redis.Redis, receiver: Receiver) -> None:
+    outbox = WebhookOutbox(client)
+    delivery_id = outbox.enqueue("job_1", "video.succeeded", receiver.url("/internal"), JOB, terminal=True)
+    with make_dispatcher(outbox, allow_private_networks=False) as dispatcher:
+        assert dispatcher.deliver_due() == 1
+    assert receiver.to("/internal") == []
+    delivery = outbox.get(delivery_id)  # type: ignore[arg-type]
+    assert delivery is not None and (delivery.state, delivery.last_status) == ("failed", "blocked_address")
+
+
+@pytest.mark.parametrize(
+    ("url", "blocked"),
+    [
+        ("http://127.0.0.1:8080/x", "127.0.0.1"),
+        ("http://169.254.169.254/latest/meta-data", "169.254.169.254"),
+        ("https://10.1.2.3/x", "10.1.2.3"),
+        ("https://[::ffff:192.168.0.1]/x", "192.168.0.1"),
+        ("https://[::1]/x", "::1"),
+        ("https://8.8.8.8/x", None),
+    ],
+)
+def test_non_global_address_detection(url: str, blocked: str | None) -> None:
+    assert non_global_address(url) == blocked
