@@ -255,6 +255,8 @@ class WebhookDispatcher:
             self._write(delivery, token, "dropped", status, None, now)
             return
         wait = self._next_wait(delivery, result)
+        # Count the wait from the end of this attempt, not from the start of a long pass.
+        base = max(now, self.clock())
         logger.info(
             "webhook %s (%s, job %s) to %s failed with %s; %s",
             delivery.id,
@@ -267,7 +269,7 @@ class WebhookDispatcher:
         if wait is None:
             self._write(delivery, token, "failed", status, None, now)
         else:
-            self._write(delivery, token, "pending", status, now + wait, now)
+            self._write(delivery, token, "pending", status, base + wait, now)
 
     def _next_wait(self, delivery: Delivery, result: AttemptResult) -> float | None:
         if not delivery.terminal:
