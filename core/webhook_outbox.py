@@ -353,6 +353,10 @@ class WebhookOutbox:
         )
         return bool(written)
 
+    def release_finished(self, delivery_id: str) -> None:
+        """Take a delivery that is no longer pending off the due set (a stray id after a race)."""
+        self.redis.zrem(self.due_key, delivery_id)
+
     def mark_gone(self, job_id: str, url: str) -> None:
         """Remember that ``url`` answered 410 for this job: later events of the job are not sent."""
         key = self._gone_key(job_id)

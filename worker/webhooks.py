@@ -200,7 +200,10 @@ class WebhookDispatcher:
 
     def _handle(self, delivery_id: str, token: str, now: float) -> bool:
         delivery = self.outbox.get(delivery_id)
-        if delivery is None or delivery.state != "pending":
+        if delivery is None:
+            return False  # expired: the next claim drops the id
+        if delivery.state != "pending":
+            self.outbox.release_finished(delivery_id)
             return False
         if self.outbox.is_gone(delivery.job_id, delivery.url):
             self.outbox.record_attempt(

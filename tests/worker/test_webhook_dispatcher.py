@@ -383,3 +383,17 @@ def test_non_global_addresses_are_not_contacted_by_default(client: redis.Redis, 
 )
 def test_non_global_address_detection(url: str, blocked: str | None) -> None:
     assert non_global_address(url) == blocked
+
+
+def test_a_stray_due_id_of_a_finished_delivery_is_not_sent_again(
+    client: redis.Redis, receiver: Receiver
+) -> None:
+    outbox = WebhookOutbox(client)
+    delivery_id = outbox.enqueue("job_1", "video.succeeded", receiver.url("/once"), JOB, terminal=True)
+    assert delivery_id is not None
+    with make_dispatcher(outbox) as dispatcher:
+        now = time.time()
+        assert dispatcher.deliver_due(now=now) == 1
+        client.zadd(outbox.due_key, {delivery_id: now})  # as if a race had left it behind
+        assert dispatcher.deliver_due(now=now + 1) == 0
+    assert len(receiver.to("/once")) == 1 and outbox.pending_count() == 0
