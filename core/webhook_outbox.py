@@ -302,16 +302,20 @@ class WebhookOutbox:
     ) -> tuple[str, list[str]]:
         """Atomically claim up to ``limit`` deliveries due at ``now`` for ``lease_s`` seconds.
 
+        The lease runs from the later of ``now`` and the clock, so a long dispatcher pass that
+        keeps claiming with the ``now`` it started with still gets full leases.
+
         Returns:
             ``(claim_token, delivery_ids)``; pass the token to ``record_attempt``.
         """
         if limit < 1 or lease_s <= 0:
             raise ValueError(f"limit must be >= 1 and lease_s > 0, got {limit}, {lease_s}")
-        moment = self.clock() if now is None else now
+        current = self.clock()
+        moment = current if now is None else now
         token = uuid.uuid4().hex
         ids = self._claim_script(
             keys=[self.due_key],
-            args=[repr(moment), repr(moment + lease_s), limit, token, self.delivery_key("")],
+            args=[repr(moment), repr(max(moment, current) + lease_s), limit, token, self.delivery_key("")],
         )
         return token, [_text(item) for item in ids]
 
@@ -348,6 +352,10 @@ class WebhookOutbox:
             ],
         )
         return bool(written)
+
+    def release_finished(self, delivery_id: str) -> None:
+        """Take a delivery that is no longer pending off the due set (a stray id after a race)."""
+        self.redis.zrem(self.due_key, delivery_id)
 
     def mark_gone(self, job_id: str, url: str) -> None:
         """Remember that ``url`` answered 410 for this job: later events of the job are not sent."""

@@ -23,6 +23,7 @@ import secrets as _secrets
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 SECRET_PREFIX: Final = "whsec_"
 SIGNATURE_VERSION: Final = "v1"
@@ -63,6 +64,31 @@ def validate_webhook_events(event_types: Iterable[str]) -> list[str]:
     if unknown:
         raise ValueError(f"unknown webhook event(s) {unknown}; known: {list(ALL_WEBHOOK_EVENTS)}")
     return [event for event in ALL_WEBHOOK_EVENTS if event in wanted]
+
+
+MAX_WEBHOOK_URL_LENGTH: Final = 2048
+
+
+def validate_webhook_url(url: str, *, allow_http: bool = False) -> str:
+    """Check a job's webhook URL at submission (syntax only; addresses are checked at send time).
+
+    Raises:
+        ValueError: not https (or http when ``allow_http``), no host, credentials in the URL, a
+            fragment, or longer than 2048 characters.
+    """
+    if len(url) > MAX_WEBHOOK_URL_LENGTH:
+        raise ValueError(f"webhook_url is longer than {MAX_WEBHOOK_URL_LENGTH} characters")
+    parts = urlsplit(url)
+    allowed = ("https", "http") if allow_http else ("https",)
+    if parts.scheme not in allowed:
+        raise ValueError(f"webhook_url must use {' or '.join(allowed)}, got {parts.scheme or 'no scheme'!r}")
+    if not parts.hostname:
+        raise ValueError("webhook_url has no host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("webhook_url must not carry credentials (user:password@)")
+    if parts.fragment:
+        raise ValueError("webhook_url must not have a #fragment")
+    return url
 
 
 def generate_secret(num_bytes: int = 32) -> str:

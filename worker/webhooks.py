@@ -12,6 +12,11 @@ Semantics (Standard Webhooks' "deliverability" section):
 - A non-terminal delivery (progress) gets one attempt and is never retried.
 - Every attempt carries the same ``webhook-id`` and body, with a fresh ``webhook-timestamp`` and
   signature.
+- Unless ``allow_private_networks``, a URL whose host resolves to a non-global address (loopback,
+  private, link-local such as the cloud metadata service) is not contacted: the delivery fails with
+  ``blocked_address`` (server-side request forgery guard; the API only checks URL syntax). The
+  check resolves the name just before the request, which narrows but does not close DNS
+  rebinding; an egress proxy is the complete answer.
 
 ``WebhookDispatcher.run_in_thread`` runs the loop in a daemon thread, so rendering never waits on
 a receiver; ``enqueue`` (the producer side) is a single Redis transaction.
@@ -19,8 +24,10 @@ a receiver; ``enqueue`` (the producer side) is a single Redis transaction.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -42,6 +49,7 @@ DEFAULT_RETRY_SCHEDULE_S: Final = (5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 7200
 """Waits before retries 1..9 of a terminal event: about 15.7 hours from the first attempt."""
 
 USER_AGENT: Final = "parla-webhooks/1"
+BLOCKED_ADDRESS: Final = "blocked_address"
 
 WebhookOutcome = str
 """``delivered``, ``retrying``, ``failed`` (gave up) or ``dropped`` (410): the metric label."""
@@ -71,6 +79,26 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
     return max(0.0, moment.timestamp() - now)
 
 
+def non_global_address(url: str) -> str | None:
+    """The first non-global address ``url``'s host resolves to, or None (also when it does not resolve:
+    the attempt then fails as a connection error and is retried)."""
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return None
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        infos = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
+    except (OSError, ValueError):
+        return None
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if not address.is_global or address.is_multicast:
+            return str(address)
+    return None
+
+
 class WebhookDispatcher:
     """Delivers due webhooks from a ``WebhookOutbox``; any number may share one Redis.
 
@@ -87,6 +115,8 @@ class WebhookDispatcher:
         max_concurrency: attempts in flight at once (also the claim batch size).
         poll_interval_s: how often the background loop looks for due deliveries.
         max_retry_after_s: cap on a receiver's ``Retry-After``.
+        allow_private_networks: contact hosts that resolve to loopback/private/link-local
+            addresses (tests, or a trusted internal receiver); refused by default.
         on_outcome: called with ``delivered``/``retrying``/``failed``/``dropped`` after each
             attempt (hook for ``parla_webhook_deliveries_total``).
         clock: unix time source for ``webhook-timestamp`` and scheduling.
@@ -106,6 +136,7 @@ class WebhookDispatcher:
         max_concurrency: int = 8,
         poll_interval_s: float = 0.5,
         max_retry_after_s: float = 24 * 3600.0,
+        allow_private_networks: bool = False,
         on_outcome: Callable[[WebhookOutcome], None] | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
@@ -134,6 +165,7 @@ class WebhookDispatcher:
         self.max_concurrency = max_concurrency
         self.poll_interval_s = poll_interval_s
         self.max_retry_after_s = max_retry_after_s
+        self.allow_private_networks = allow_private_networks
         self.on_outcome = on_outcome
         self.clock = clock
         self._rng = rng if rng is not None else random.Random()
@@ -168,7 +200,10 @@ class WebhookDispatcher:
 
     def _handle(self, delivery_id: str, token: str, now: float) -> bool:
         delivery = self.outbox.get(delivery_id)
-        if delivery is None or delivery.state != "pending":
+        if delivery is None:
+            return False  # expired: the next claim drops the id
+        if delivery.state != "pending":
+            self.outbox.release_finished(delivery_id)
             return False
         if self.outbox.is_gone(delivery.job_id, delivery.url):
             self.outbox.record_attempt(
@@ -186,6 +221,8 @@ class WebhookDispatcher:
         return True
 
     def _attempt(self, delivery: Delivery) -> AttemptResult:
+        if not self.allow_private_networks and non_global_address(delivery.url) is not None:
+            return AttemptResult(BLOCKED_ADDRESS)
         headers = build_headers(self.secrets, delivery.id, int(self.clock()), delivery.body)
         try:
             response = self._http.post(
@@ -210,11 +247,19 @@ class WebhookDispatcher:
         if isinstance(status, int) and 200 <= status < 300:
             self._write(delivery, token, "delivered", status, None, now)
             return
+        if status == BLOCKED_ADDRESS:
+            logger.warning(
+                "webhook %s: %s resolves to a non-global address; not sent", delivery.id, _host(delivery.url)
+            )
+            self._write(delivery, token, "failed", status, None, now)
+            return
         if status == 410:
             self.outbox.mark_gone(delivery.job_id, delivery.url)
             self._write(delivery, token, "dropped", status, None, now)
             return
         wait = self._next_wait(delivery, result)
+        # Count the wait from the end of this attempt, not from the start of a long pass.
+        base = max(now, self.clock())
         logger.info(
             "webhook %s (%s, job %s) to %s failed with %s; %s",
             delivery.id,
@@ -227,7 +272,7 @@ class WebhookDispatcher:
         if wait is None:
             self._write(delivery, token, "failed", status, None, now)
         else:
-            self._write(delivery, token, "pending", status, now + wait, now)
+            self._write(delivery, token, "pending", status, base + wait, now)
 
     def _next_wait(self, delivery: Delivery, result: AttemptResult) -> float | None:
         if not delivery.terminal:

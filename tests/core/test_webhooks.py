@@ -139,3 +139,29 @@ def test_event_constants() -> None:
 
 def test_generated_secret_parses() -> None:
     assert len(webhooks.parse_secrets(webhooks.generate_secret())[0]) == 32
+
+
+@pytest.mark.parametrize(
+    ("url", "allow_http", "fragment"),
+    [
+        ("http://example.com/hook", False, "must use https"),
+        ("ftp://example.com/hook", True, "must use https or http"),
+        ("https:///hook", False, "no host"),
+        ("https://user:pw@example.com/hook", False, "credentials"),
+        ("https://example.com/hook#x", False, "fragment"),
+        ("https://example.com/" + "a" * 2048, False, "longer than"),
+    ],
+)
+def test_bad_webhook_urls_are_refused(url: str, allow_http: bool, fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        webhooks.validate_webhook_url(url, allow_http=allow_http)
+
+
+def test_good_webhook_urls_pass() -> None:
+    assert (
+        webhooks.validate_webhook_url("https://example.com/hooks?token=abc")
+        == "https://example.com/hooks?token=abc"
+    )
+    assert (
+        webhooks.validate_webhook_url("http://127.0.0.1:8080/h", allow_http=True) == "http://127.0.0.1:8080/h"
+    )

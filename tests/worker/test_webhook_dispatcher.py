@@ -20,7 +20,7 @@ import redis
 from core.localredis import free_port
 from core.webhook_outbox import WebhookOutbox
 from core.webhooks import parse_secrets
-from worker.webhooks import DEFAULT_RETRY_SCHEDULE_S, WebhookDispatcher, parse_retry_after
+from worker.webhooks import DEFAULT_RETRY_SCHEDULE_S, WebhookDispatcher, non_global_address, parse_retry_after
 
 SECRET = "whsec_" + base64.b64encode(b"parla-test-secret-0123456789ab").decode()
 OLD_SECRET = "whsec_" + base64.b64encode(b"an-older-secret-being-rotated!").decode()
@@ -112,7 +112,12 @@ def independently_verified(request: Received, secret: str = SECRET) -> bool:
 
 
 def make_dispatcher(outbox: WebhookOutbox, **overrides: Any) -> WebhookDispatcher:
-    options: dict[str, Any] = {"timeout_s": 0.3, "retry_schedule_s": (0.01, 0.01, 0.01), "jitter": 0.0}
+    options: dict[str, Any] = {
+        "timeout_s": 1.0,  # generous: the machine is shared, only the deliberate stall may time out
+        "retry_schedule_s": (0.01, 0.01, 0.01),
+        "jitter": 0.0,
+        "allow_private_networks": True,  # the receiver is on loopback
+    }
     options.update(overrides)
     return WebhookDispatcher(outbox, parse_secrets(f"{SECRET},{OLD_SECRET}"), **options)
 
@@ -120,7 +125,7 @@ def make_dispatcher(outbox: WebhookOutbox, **overrides: Any) -> WebhookDispatche
 def test_terminal_event_survives_500_and_timeout_with_the_same_id(
     client: redis.Redis, receiver: Receiver
 ) -> None:
-    receiver.scripts["/hook"] = [Reply(500), Reply(200, delay_s=1.0)]
+    receiver.scripts["/hook"] = [Reply(500), Reply(200, delay_s=3.0)]
     outbox = WebhookOutbox(client)
     outcomes: list[str] = []
     delivery_id = outbox.enqueue("job_1", "video.succeeded", receiver.url("/hook"), JOB, terminal=True)
@@ -263,7 +268,12 @@ def test_claims_are_disjoint_and_a_lease_expires(client: redis.Redis, redis_url:
     _, second = other.claim_due(now=now, limit=4, lease_s=30)
     assert len(first) == 4 and len(second) == 2 and set(first) | set(second) == ids
     assert other.claim_due(now=now + 29)[1] == []
-    assert set(other.claim_due(now=now + 31, limit=10)[1]) == ids
+    # A claim made with a stale `now` still leases from the present.
+    past = WebhookOutbox(client, clock=lambda: now - 1000)
+    late = past.enqueue("job_late", "video.failed", "http://127.0.0.1:9/x", JOB, terminal=True)
+    assert outbox.claim_due(now=now - 999, lease_s=30)[1] == [late]
+    assert other.claim_due(now=time.time() + 1, lease_s=30)[1] == []
+    assert set(other.claim_due(now=time.time() + 31, limit=10)[1]) == ids | {late}
 
 
 def test_two_dispatchers_never_send_the_same_attempt(
@@ -302,12 +312,14 @@ def test_a_killed_dispatcher_leaves_nothing_undelivered(
     now = time.time()
     dead_token, claimed = outbox.claim_due(now=now, lease_s=30)
     assert claimed == [delivery_id]
-    fresh_client = redis.Redis.from_url(redis_url)
-    with make_dispatcher(WebhookOutbox(fresh_client), timeout_s=0.3, lease_s=30) as survivor:
+    fresh_client = redis.Redis.from_url(redis_url, decode_responses=True)  # either client mode works
+    with make_dispatcher(WebhookOutbox(fresh_client), lease_s=30) as survivor:
         assert survivor.deliver_due(now=now + 1) == 0  # still leased to the dead one
         assert survivor.deliver_due(now=now + 31) == 1
     fresh_client.close()
-    assert [request.headers["webhook-id"] for request in receiver.to("/hook")] == [delivery_id]
+    [request] = receiver.to("/hook")
+    assert request.headers["webhook-id"] == delivery_id and independently_verified(request)
+    assert json.loads(request.body)["data"] == JOB
     # The dead dispatcher's late result must not overwrite the recorded delivery.
     assert not outbox.record_attempt(delivery_id, dead_token, state="failed", last_status=500)
     assert outbox.deliveries("job_1")[0]["state"] == "delivered"
@@ -346,3 +358,42 @@ def test_default_schedule_spans_hours_and_constructor_checks(client: redis.Redis
         make_dispatcher(outbox, retry_schedule_s=(1.0, 0.0))
     with pytest.raises(ValueError, match="secret"):
         WebhookDispatcher(outbox, [])
+
+
+def test_non_global_addresses_are_not_contacted_by_default(client: redis.Redis, receiver: Receiver) -> None:
+    outbox = WebhookOutbox(client)
+    delivery_id = outbox.enqueue("job_1", "video.succeeded", receiver.url("/internal"), JOB, terminal=True)
+    with make_dispatcher(outbox, allow_private_networks=False) as dispatcher:
+        assert dispatcher.deliver_due() == 1
+    assert receiver.to("/internal") == []
+    delivery = outbox.get(delivery_id)  # type: ignore[arg-type]
+    assert delivery is not None and (delivery.state, delivery.last_status) == ("failed", "blocked_address")
+
+
+@pytest.mark.parametrize(
+    ("url", "blocked"),
+    [
+        ("http://127.0.0.1:8080/x", "127.0.0.1"),
+        ("http://169.254.169.254/latest/meta-data", "169.254.169.254"),
+        ("https://10.1.2.3/x", "10.1.2.3"),
+        ("https://[::ffff:192.168.0.1]/x", "192.168.0.1"),
+        ("https://[::1]/x", "::1"),
+        ("https://8.8.8.8/x", None),
+    ],
+)
+def test_non_global_address_detection(url: str, blocked: str | None) -> None:
+    assert non_global_address(url) == blocked
+
+
+def test_a_stray_due_id_of_a_finished_delivery_is_not_sent_again(
+    client: redis.Redis, receiver: Receiver
+) -> None:
+    outbox = WebhookOutbox(client)
+    delivery_id = outbox.enqueue("job_1", "video.succeeded", receiver.url("/once"), JOB, terminal=True)
+    assert delivery_id is not None
+    with make_dispatcher(outbox) as dispatcher:
+        now = time.time()
+        assert dispatcher.deliver_due(now=now) == 1
+        client.zadd(outbox.due_key, {delivery_id: now})  # as if a race had left it behind
+        assert dispatcher.deliver_due(now=now + 1) == 0
+    assert len(receiver.to("/once")) == 1 and outbox.pending_count() == 0
