@@ -17,6 +17,8 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="PARLA_", extra="ignore")
 
+    log_level: str = Field("INFO", description="Logging level of the API and worker processes.")
+
     # --- API server
     host: str = Field("127.0.0.1", description="Address the API binds to.")
     port: int = Field(8000, description="Port the API listens on.")
@@ -37,6 +39,9 @@ class Settings(BaseSettings):
     s3_bucket: str = Field("parla", description="S3 bucket.")
     s3_prefix: str = Field("", description="Key prefix inside the bucket.")
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, R2, ...).")
+    s3_public_endpoint_url: str | None = Field(
+        None, description="Endpoint named in presigned URLs given to clients (default: the endpoint)."
+    )
     s3_region: str | None = Field(None, description="S3 region.")
     presign_expires_s: int = Field(3600, description="Lifetime of presigned video URLs.")
 
@@ -79,6 +84,10 @@ class Settings(BaseSettings):
     # --- webhooks
     webhook_secret: str | None = Field(
         None, description="Signing secrets `whsec_<base64>`, comma-separated (all sign; first is current)."
+    )
+    webhook_allow_http: bool = Field(False, description="Accept http:// webhook URLs (https only otherwise).")
+    webhook_allow_private_networks: bool = Field(
+        False, description="Deliver webhooks to loopback/private addresses (refused by default: SSRF)."
     )
     webhook_timeout_s: float = Field(15.0, description="Timeout of one webhook attempt.")
     webhook_retry_schedule_s: Annotated[list[float], NoDecode] = Field(

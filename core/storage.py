@@ -111,7 +111,9 @@ class S3Storage:
         client_kwargs: passed to ``boto3.client("s3", ...)`` (endpoint_url, region_name, credentials).
     """
 
-    def __init__(self, bucket: str, prefix: str = "", **client_kwargs: Any) -> None:
+    def __init__(
+        self, bucket: str, prefix: str = "", public_endpoint_url: str | None = None, **client_kwargs: Any
+    ) -> None:
         import boto3
         from botocore.config import Config
 
@@ -119,6 +121,12 @@ class S3Storage:
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         config = Config(retries={"max_attempts": 5, "mode": "standard"}, signature_version="s3v4")
         self.client = boto3.client("s3", config=config, **client_kwargs)
+        # Presigning is local computation: a second client signs URLs for the host clients can reach.
+        self.presign_client = (
+            boto3.client("s3", config=config, **{**client_kwargs, "endpoint_url": public_endpoint_url})
+            if public_endpoint_url
+            else self.client
+        )
 
     def _key(self, key: str) -> str:
         return self.prefix + key
@@ -169,7 +177,7 @@ class S3Storage:
             self._call("delete", self.client.delete_objects, Delete={"Objects": batch})
 
     def presigned_url(self, key: str, expires_s: int) -> str | None:
-        url: str = self.client.generate_presigned_url(
+        url: str = self.presign_client.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=expires_s
         )
         return url
@@ -189,7 +197,12 @@ def storage_from_settings(settings: Settings) -> Storage:
             kwargs["endpoint_url"] = settings.s3_endpoint_url
         if settings.s3_region:
             kwargs["region_name"] = settings.s3_region
-        return S3Storage(settings.s3_bucket, settings.s3_prefix, **kwargs)
+        return S3Storage(
+            settings.s3_bucket,
+            settings.s3_prefix,
+            public_endpoint_url=settings.s3_public_endpoint_url,
+            **kwargs,
+        )
     return LocalStorage(settings.storage_dir)
 
 

@@ -13,8 +13,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Parla GPU worker")
     parser.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run_worker(Settings(), burst=args.burst)
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    run_worker(settings, burst=args.burst)
 
 
 if __name__ == "__main__":

@@ -88,6 +88,7 @@ def run_worker(settings: Settings, burst: bool = False) -> None:
             timeout_s=settings.webhook_timeout_s,
             retry_schedule_s=settings.webhook_retry_schedule_s,
             on_outcome=metrics.webhook_outcome,
+            allow_private_networks=settings.webhook_allow_private_networks,
         )
         dispatcher.run_in_thread()
     notifier = JobNotifier(

@@ -15,7 +15,8 @@ from core.errors import Conflict, InvalidInput, NotFound, ParlaError
 from core.jobs import Job, JobList, JobStatus
 from core.jobstore import new_job_id
 from core.media import AudioLimits, ImageLimits, decode_audio, decode_image
-from core.storage import job_key
+from core.storage import job_key, video_url
+from core.webhooks import validate_webhook_url
 from service.deps import Services, ServicesDep, TenantDep
 from service.inputs import Submission, submission_from_form, submission_from_json
 
@@ -86,13 +87,7 @@ SUBMIT_BODY_DOC: dict[str, Any] = {
 def job_view(services: Services, request: Request, job: Job) -> Job:
     """The job as the caller sees it: with a fresh video URL and the webhook delivery log."""
     if job.result is not None and job.status == JobStatus.SUCCEEDED:
-        url = services.storage.presigned_url(
-            job_key(job.id, "video.mp4"), services.settings.presign_expires_s
-        )
-        if url is None:
-            base = (services.settings.public_url or str(request.base_url)).rstrip("/")
-            url = f"{base}/v1/videos/{job.id}/video"
-        job.result.video_url = url
+        job.result.video_url = video_url(services.storage, services.settings, job.id, str(request.base_url))
     job.webhooks = services.webhook_log(job.id) if services.webhook_log else []
     return job
 
@@ -164,11 +159,18 @@ async def submit_video(
             code="engine_unavailable",
         )
     submission.options.engine = engine
-    if submission.options.webhook_url and not services.settings.webhook_secret:
-        raise InvalidInput(
-            "this deployment has no webhook signing secret (PARLA_WEBHOOK_SECRET)",
-            code="webhooks_not_configured",
-        )
+    if submission.options.webhook_url:
+        if not services.settings.webhook_secret:
+            raise InvalidInput(
+                "this deployment has no webhook signing secret (PARLA_WEBHOOK_SECRET)",
+                code="webhooks_not_configured",
+            )
+        try:
+            validate_webhook_url(
+                submission.options.webhook_url, allow_http=services.settings.webhook_allow_http
+            )
+        except ValueError as exc:
+            raise InvalidInput(str(exc), code="invalid_webhook_url") from None
     request_hash = submission.request_hash()
     if idempotency_key:
         existing = services.jobs.find_idempotent(tenant, idempotency_key, request_hash)

@@ -69,6 +69,8 @@ def test_webhooks_keys_limits_and_metrics(
         PARLA_AUTH_DISABLED="false",
         PARLA_API_KEYS=f"alice:{ALICE},bob:{BOB}",
         PARLA_WEBHOOK_SECRET=SECRET,
+        PARLA_WEBHOOK_ALLOW_HTTP="true",
+        PARLA_WEBHOOK_ALLOW_PRIVATE_NETWORKS="true",
         PARLA_SUBMISSIONS_PER_MINUTE="2",
         PARLA_ENGINE_OPTIONS=json.dumps({"chunk_frames": 5, "frame_delay_s": 0.03}),
     )

@@ -129,6 +129,12 @@ BAD_INPUTS = [
         "invalid_params",
     ),
     ("bad webhook url", lambda: {"fields": {"webhook_url": "ftp://x"}}, 422, "invalid_params"),
+    (
+        "webhook without secret",
+        lambda: {"fields": {"webhook_url": "https://example.com/h"}},
+        422,
+        "webhooks_not_configured",
+    ),
     ("metadata not json", lambda: {"fields": {"metadata": "{oops"}}, 422, "invalid_params"),
 ]
 
@@ -179,3 +185,29 @@ def test_streamed_body_without_length_is_capped(client: TestClient) -> None:
 
     response = client.post("/v1/videos", content=chunks(), headers={"content-type": "application/json"})
     assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
+
+
+def test_webhook_url_is_checked_when_webhooks_are_configured(settings: Any) -> None:
+    import redis
+
+    from core.storage import LocalStorage
+    from service.app import create_app
+
+    configured = settings.model_copy(
+        update={"webhook_secret": "whsec_" + base64.b64encode(b"k" * 32).decode()}
+    )
+    app = create_app(
+        configured,
+        redis_client=redis.Redis.from_url(settings.redis_url),
+        storage=LocalStorage(settings.storage_dir),
+    )
+    with TestClient(app) as client:
+        for url, code in (
+            ("http://example.com/h", "invalid_webhook_url"),
+            ("https://user:pw@example.com/h", "invalid_webhook_url"),
+        ):
+            response = submit(client, webhook_url=url)
+            assert response.status_code == 422 and response.json()["error"]["code"] == code
+        accepted = submit(client, webhook_url="https://example.com/h", webhook_events="video.succeeded")
+        assert accepted.status_code == 202
+        assert accepted.json()["params"]["webhook_events"] == ["video.succeeded"]
