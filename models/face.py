@@ -91,6 +91,34 @@ class Face:
 
 
 class FaceAnalyzer(Protocol):
+    def _detect_boxes(self, detector: Any, image: np.ndarray) -> list[tuple[float, np.ndarray]]:
+        """Detector boxes ``(score, [x, y, w, h])`` in pixels, largest first.
+
+        The detector sees a square input, so in a very wide or tall photo a face shrinks to a few
+        pixels: such photos are also scanned in overlapping square windows.
+        """
+        height, width = image.shape[:2]
+        side = min(height, width)
+        windows = [(0, 0, width, height)]
+        if max(height, width) > 1.6 * side:
+            stride = side // 2
+            for offset in range(0, max(height, width) - side + stride, stride):
+                offset = min(offset, max(height, width) - side)
+                windows.append((offset, 0, side, side) if width > height else (0, offset, side, side))
+        found: list[tuple[float, np.ndarray]] = []
+        for wx, wy, ww, wh in windows:
+            result = detector.process(np.ascontiguousarray(image[wy : wy + wh, wx : wx + ww]))
+            for detection in result.detections or []:
+                rel = detection.location_data.relative_bounding_box
+                box = np.array([wx + rel.xmin * ww, wy + rel.ymin * wh, rel.width * ww, rel.height * wh])
+                found.append((float(detection.score[0]), box))
+        found.sort(key=lambda item: -float(item[1][2] * item[1][3]))
+        kept: list[tuple[float, np.ndarray]] = []
+        for score, box in found:  # the same face seen in two windows: keep the first (largest)
+            if all(_iou(box, other) < 0.3 for _, other in kept):
+                kept.append((score, box))
+        return kept
+
     def detect(self, image: np.ndarray) -> list[Face]:
         """Faces in an RGB uint8 ``(H, W, 3)`` image, largest first."""
         ...
@@ -186,6 +214,34 @@ class MediaPipeFaceAnalyzer:
         raw = np.array([(p.x, p.y, p.z) for p in result.multi_face_landmarks[0].landmark], dtype=np.float32)
         return np.stack([raw[:, 0] * w + x0, raw[:, 1] * h + y0, raw[:, 2] * w], axis=1)
 
+    def _detect_boxes(self, detector: Any, image: np.ndarray) -> list[tuple[float, np.ndarray]]:
+        """Detector boxes ``(score, [x, y, w, h])`` in pixels, largest first.
+
+        The detector sees a square input, so in a very wide or tall photo a face shrinks to a few
+        pixels: such photos are also scanned in overlapping square windows.
+        """
+        height, width = image.shape[:2]
+        side = min(height, width)
+        windows = [(0, 0, width, height)]
+        if max(height, width) > 1.6 * side:
+            stride = side // 2
+            for offset in range(0, max(height, width) - side + stride, stride):
+                offset = min(offset, max(height, width) - side)
+                windows.append((offset, 0, side, side) if width > height else (0, offset, side, side))
+        found: list[tuple[float, np.ndarray]] = []
+        for wx, wy, ww, wh in windows:
+            result = detector.process(np.ascontiguousarray(image[wy : wy + wh, wx : wx + ww]))
+            for detection in result.detections or []:
+                rel = detection.location_data.relative_bounding_box
+                box = np.array([wx + rel.xmin * ww, wy + rel.ymin * wh, rel.width * ww, rel.height * wh])
+                found.append((float(detection.score[0]), box))
+        found.sort(key=lambda item: -float(item[1][2] * item[1][3]))
+        kept: list[tuple[float, np.ndarray]] = []
+        for score, box in found:  # the same face seen in two windows: keep the first (largest)
+            if all(_iou(box, other) < 0.3 for _, other in kept):
+                kept.append((score, box))
+        return kept
+
     def detect(self, image: np.ndarray) -> list[Face]:
         """Faces in an RGB uint8 ``(H, W, 3)`` image, largest first (empty list when none)."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -197,25 +253,27 @@ class MediaPipeFaceAnalyzer:
             if self.video_mode:
                 landmarks = self._mesh_in(mesh, image, 0, 0)
                 return [face_from_landmarks(landmarks)] if landmarks is not None else []
-            result = detector.process(np.ascontiguousarray(image))
-            detections = sorted(
-                result.detections or [],
-                key=lambda d: -d.location_data.relative_bounding_box.width
-                * d.location_data.relative_bounding_box.height,
-            )
-            for detection in detections[: self.max_faces]:
-                rel = detection.location_data.relative_bounding_box
-                cx, cy = (rel.xmin + rel.width / 2) * width, (rel.ymin + rel.height / 2) * height
-                half = max(rel.width * width, rel.height * height)  # crop 2x the box: the whole head
+            boxes = self._detect_boxes(detector, image)
+            for score, (bx, by, bw, bh) in boxes[: self.max_faces]:
+                cx, cy = bx + bw / 2, by + bh / 2
+                half = max(bw, bh)  # crop 2x the box: the whole head
                 x0, y0 = max(0, int(cx - half)), max(0, int(cy - half))
                 x1, y1 = min(width, int(cx + half)), min(height, int(cy + half))
                 if x1 - x0 < 8 or y1 - y0 < 8:
                     continue
                 landmarks = self._mesh_in(mesh, image[y0:y1, x0:x1], x0, y0)
                 if landmarks is not None:
-                    faces.append(face_from_landmarks(landmarks, score=float(detection.score[0])))
+                    faces.append(face_from_landmarks(landmarks, score=score))
         faces.sort(key=lambda f: -f.area)
         return faces
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two ``[x, y, w, h]`` boxes."""
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    return float(inter / max(a[2] * a[3] + b[2] * b[3] - inter, 1e-9))
 
 
 def select_face(faces: list[Face], face_index: int | None) -> Face:
