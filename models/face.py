@@ -91,7 +91,14 @@ class Face:
 
 
 class FaceAnalyzer(Protocol):
-    def _detect_boxes(self, detector: Any, image: np.ndarray) -> list[tuple[float, np.ndarray]]:
+    def _detect_boxes(self, detectors: list[Any], image: np.ndarray) -> list[tuple[float, np.ndarray]]:
+        for detector in detectors:
+            boxes = self._detect_boxes_with(detector, image)
+            if boxes:
+                return boxes
+        return []
+
+    def _detect_boxes_with(self, detector: Any, image: np.ndarray) -> list[tuple[float, np.ndarray]]:
         """Detector boxes ``(score, [x, y, w, h])`` in pixels, largest first.
 
         The detector sees a square input, so in a very wide or tall photo a face shrinks to a few
@@ -188,9 +195,13 @@ class MediaPipeFaceAnalyzer:
         if self._detector is None:
             from mediapipe.python.solutions import face_detection, face_mesh
 
-            self._detector = face_detection.FaceDetection(
-                min_detection_confidence=self.min_detection_confidence, model_selection=1
-            )
+            # Full range (faces up to ~5 m) first; short range (close-ups) when it finds nothing.
+            self._detector = [
+                face_detection.FaceDetection(
+                    min_detection_confidence=self.min_detection_confidence, model_selection=selection
+                )
+                for selection in (1, 0)
+            ]
             self._mesh = face_mesh.FaceMesh(
                 static_image_mode=not self.video_mode,
                 max_num_faces=1,
@@ -201,7 +212,7 @@ class MediaPipeFaceAnalyzer:
 
     def close(self) -> None:
         with self._lock:
-            for graph in (self._detector, self._mesh):
+            for graph in [*(self._detector or []), self._mesh]:
                 if graph is not None:
                     graph.close()
             self._detector = self._mesh = None
@@ -214,7 +225,14 @@ class MediaPipeFaceAnalyzer:
         raw = np.array([(p.x, p.y, p.z) for p in result.multi_face_landmarks[0].landmark], dtype=np.float32)
         return np.stack([raw[:, 0] * w + x0, raw[:, 1] * h + y0, raw[:, 2] * w], axis=1)
 
-    def _detect_boxes(self, detector: Any, image: np.ndarray) -> list[tuple[float, np.ndarray]]:
+    def _detect_boxes(self, detectors: list[Any], image: np.ndarray) -> list[tuple[float, np.ndarray]]:
+        for detector in detectors:
+            boxes = self._detect_boxes_with(detector, image)
+            if boxes:
+                return boxes
+        return []
+
+    def _detect_boxes_with(self, detector: Any, image: np.ndarray) -> list[tuple[float, np.ndarray]]:
         """Detector boxes ``(score, [x, y, w, h])`` in pixels, largest first.
 
         The detector sees a square input, so in a very wide or tall photo a face shrinks to a few

@@ -23,7 +23,7 @@ ACTIVITY_S = 0.6
 DRIFT_S = 0.9
 HEAD_SPRING_HZ = 1.1
 """Head motion: low-passed noise, followed by a critically damped spring."""
-HEAD_AMPLITUDE = np.array([math.radians(5.0), math.radians(3.0), math.radians(2.0), 0.012, 0.008])
+HEAD_AMPLITUDE = np.array([math.radians(5.0), math.radians(3.0), math.radians(2.0), 0.008, 0.005])
 """yaw, pitch, roll (radians) and shift x, y (fraction of the crop side) at head_motion = 1."""
 NOD = math.radians(2.5)
 """Extra pitch at a speech onset (the head dips slightly on stressed syllables) at head_motion=1."""
@@ -157,7 +157,7 @@ def advance(
     drift_rate = 1 - math.exp(-dt / DRIFT_S)
     # Scaled so that the drift has unit variance whatever the fps.
     state.drift = state.drift + drift_rate * (noise[i] * math.sqrt((2 - drift_rate) / drift_rate) - state.drift)
-    target = HEAD_AMPLITUDE * np.clip(state.drift, -2.0, 2.0) * (0.45 + 0.55 * state.activity)
+    target = HEAD_AMPLITUDE * np.clip(state.drift, -1.6, 1.6) * (0.45 + 0.55 * state.activity)
     target[1] += NOD * onset
     target *= head_motion
     omega = 2 * math.pi * HEAD_SPRING_HZ

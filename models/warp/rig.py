@@ -43,7 +43,7 @@ JAW_OPEN = 0.3
 LIP_SPREAD = 0.10
 LIP_ROUND = 0.12
 """Mouth corner travel at wide=1 / round=1, as a fraction of the mouth width."""
-RING_HEAD_WEIGHT = 0.75
+RING_HEAD_WEIGHT = 0.35
 """How much the ellipse of points around the head (hair, ears, neck) follows the head motion."""
 NEWTON_STEPS = 3
 MOUTH_COLOR = np.array([30.0, 11.0, 13.0], dtype=np.float32)
