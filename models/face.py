@@ -314,7 +314,9 @@ def select_face(faces: list[Face], face_index: int | None) -> Face:
     return faces[face_index]
 
 
-def admit_portrait(image: np.ndarray, face_index: int | None = None, analyzer: FaceAnalyzer | None = None) -> Face:
+def admit_portrait(
+    image: np.ndarray, face_index: int | None = None, analyzer: FaceAnalyzer | None = None
+) -> Face:
     """The submit-time check: is there one usable face in this portrait? Returns it.
 
     Raises:
@@ -361,7 +363,9 @@ class FaceCrop:
     matrix: np.ndarray
 
 
-def crop_square(face: Face, image_shape: tuple[int, ...], margin: float = CROP_MARGIN) -> tuple[float, float, float]:
+def crop_square(
+    face: Face, image_shape: tuple[int, ...], margin: float = CROP_MARGIN
+) -> tuple[float, float, float]:
     """Centre x, centre y and side (source pixels) of the crop window of ``crop_around_face``.
 
     The side is ``(1 + 2 * margin) * max(box width, box height)``, at most the image's shorter side
@@ -385,7 +389,9 @@ def crop_around_face(image: np.ndarray, face: Face, size: int, margin: float = C
     """Square crop around ``face`` resized to ``size`` (see ``crop_square``); keeps the affine."""
     cx, cy, side = crop_square(face, image.shape, margin)
     scale = size / side
-    matrix = np.array([[scale, 0.0, size / 2 - scale * cx], [0.0, scale, size / 2 - scale * cy]], dtype=np.float64)
+    matrix = np.array(
+        [[scale, 0.0, size / 2 - scale * cx], [0.0, scale, size / 2 - scale * cy]], dtype=np.float64
+    )
     interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
     crop = cv2.warpAffine(image, matrix, (size, size), flags=interpolation, borderMode=cv2.BORDER_REPLICATE)
     return FaceCrop(image=crop, matrix=matrix)
@@ -428,7 +434,7 @@ class PasteBack:
         max_side: int = PASTE_MAX_SIDE,
         feather: float = 0.08,
     ):
-        self.height, self.width, scale = paste_geometry(original.shape, max_side)
+        self.height, self.width, _ = paste_geometry(original.shape, max_side)
         self.background = cv2.resize(original, (self.width, self.height), interpolation=cv2.INTER_AREA)
         scale_xy = np.diag([self.width / original.shape[1], self.height / original.shape[0]])
         # crop pixel -> source pixel -> output pixel

@@ -74,7 +74,9 @@ class WarpPrepared:
 def _head_motion(value: float | str) -> float:
     if isinstance(value, str):
         if value not in HEAD_MOTION_PRESETS:
-            raise EngineInputError("invalid_params", f"head_motion must be 0..1 or one of {sorted(HEAD_MOTION_PRESETS)}")
+            raise EngineInputError(
+                "invalid_params", f"head_motion must be 0..1 or one of {sorted(HEAD_MOTION_PRESETS)}"
+            )
         return HEAD_MOTION_PRESETS[value]
     if not 0.0 <= float(value) <= 1.0:
         raise EngineInputError("invalid_params", f"head_motion must be between 0 and 1, got {value}")
@@ -117,7 +119,9 @@ class WarpEngine:
         head_motion = _head_motion(params.head_motion)
         image = np.ascontiguousarray(inputs.image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise EngineInputError("invalid_image", f"expected an RGB uint8 image, got {image.dtype} {image.shape}")
+            raise EngineInputError(
+                "invalid_image", f"expected an RGB uint8 image, got {image.dtype} {image.shape}"
+            )
 
         # 2. Face and crop; the mesh is measured again on the crop, where it is sharper.
         face = select_face(self.analyzer.detect(image), params.face_index)
@@ -128,7 +132,9 @@ class WarpEngine:
         else:  # the crop is always a good view of the face, but keep the first measurement if not
             scale = float(np.sqrt(abs(np.linalg.det(crop.matrix[:, :2]))))
             moved = transform_points(face.landmarks, crop.matrix)
-            landmarks = face_from_landmarks(np.concatenate([moved, face.landmarks[:, 2:] * scale], 1)).landmarks
+            landmarks = face_from_landmarks(
+                np.concatenate([moved, face.landmarks[:, 2:] * scale], 1)
+            ).landmarks
         rig = build_rig(landmarks, size)
 
         # 3. Audio features and head-drift noise for every frame.
@@ -155,7 +161,7 @@ class WarpEngine:
         )
 
     def plan(self, prepared: WarpPrepared) -> list[ChunkSpec]:  # type: ignore[override]
-        return even_chunks(prepared.num_frames, max(1, int(round(self.chunk_seconds * prepared.fps))))
+        return even_chunks(prepared.num_frames, max(1, round(self.chunk_seconds * prepared.fps)))
 
     def coefficients(self, prepared: WarpPrepared, state: MotionState, count: int) -> np.ndarray:
         """Advance ``state`` by ``count`` frames; ``(count, 9)`` rig coefficients."""

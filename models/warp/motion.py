@@ -156,7 +156,9 @@ def advance(
     state.activity += activity_rate * (float(energy[i]) - state.activity)
     drift_rate = 1 - math.exp(-dt / DRIFT_S)
     # Scaled so that the drift has unit variance whatever the fps.
-    state.drift = state.drift + drift_rate * (noise[i] * math.sqrt((2 - drift_rate) / drift_rate) - state.drift)
+    state.drift = state.drift + drift_rate * (
+        noise[i] * math.sqrt((2 - drift_rate) / drift_rate) - state.drift
+    )
     target = HEAD_AMPLITUDE * np.clip(state.drift, -1.6, 1.6) * (0.45 + 0.55 * state.activity)
     target[1] += NOD * onset
     target *= head_motion

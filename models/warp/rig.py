@@ -82,7 +82,7 @@ class Rig:
     def render(self, crop: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
         """Warp ``crop`` (uint8 ``(size, size, 3)``) by ``coefficients`` (``(K,)``); returns uint8."""
         size, step = self.size, self.step
-        forward = self.grid_bases @ coefficients.astype(np.float32)  # (Gh, Gw, 2) in pixels
+        forward: np.ndarray = self.grid_bases @ coefficients.astype(np.float32)  # (Gh, Gw, 2) in pixels
         gh, gw = forward.shape[:2]
         grid_x = ((np.arange(gw, dtype=np.float32) + 0.5) * step - 0.5)[None, :]
         grid_y = ((np.arange(gh, dtype=np.float32) + 0.5) * step - 0.5)[:, None]
@@ -130,7 +130,7 @@ class Rig:
         mask = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
         shift = 3
         vertices = np.round((polygon - (x0, y0)) * (1 << shift)).astype(np.int32)
-        cv2.fillPoly(mask, [vertices], 255, lineType=cv2.LINE_AA, shift=shift)
+        cv2.fillPoly(mask, [vertices], (255,), lineType=cv2.LINE_AA, shift=shift)
         soft = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), sigmaX=max(0.6, self.size / 400))
         # A thin opening is a shadow more than a hole: fade in over the first few pixels of gap.
         alpha = (soft * 0.95 * min(1.0, gap / max(2.0, self.size / 128)))[..., None]
@@ -160,7 +160,10 @@ def build_rig(landmarks: np.ndarray, size: int) -> Rig:
     ring = ring[(ring > 1).all(axis=1) & (ring < size - 2).all(axis=1)]
     lower_inner = list(INNER_LOWER_LIP[1:-1])
     upper_inner = list(INNER_UPPER_LIP[1:-1])
-    teeth = xy[lower_inner] - (0.0, min(0.75, 0.5 * float(np.min(xy[lower_inner, 1] - xy[upper_inner, 1])) + 0.25))
+    teeth = xy[lower_inner] - (
+        0.0,
+        min(0.75, 0.5 * float(np.min(xy[lower_inner, 1] - xy[upper_inner, 1])) + 0.25),
+    )
     edge = np.linspace(-1.0, size, 9)
     border = np.unique(
         np.concatenate(
@@ -216,7 +219,8 @@ def build_rig(landmarks: np.ndarray, size: int) -> Rig:
         falloff = np.exp(-np.sum((points - corner) ** 2, axis=1) / (2 * sigma**2)) * on_face
         bases[:, 0, 1] += direction * LIP_SPREAD * mouth_width * falloff
         bases[:, 0, 2] -= direction * LIP_ROUND * mouth_width * falloff
-    bases[:, 1, 2] += 0.3 * bases[:, 1, 0] / max(jaw_px, 1e-6) * LIP_ROUND * mouth_width  # rounded lips part a little
+    # Rounded lips part a little.
+    bases[:, 1, 2] += 0.3 * bases[:, 1, 0] / max(jaw_px, 1e-6) * LIP_ROUND * mouth_width
 
     # blink: the upper lid slides down onto the lower lid; skin above it stretches, the eye
     # opening (iris included) is squeezed towards the lower lid.
@@ -256,7 +260,7 @@ def build_rig(landmarks: np.ndarray, size: int) -> Rig:
     bases[:, 0, 7] = weight
     bases[:, 1, 8] = weight
 
-    step = max(1, int(round(size / 128)))
+    step = max(1, round(size / 128))
     grid_bases = _grid_bases(points, bases, size, step)
     teeth_line = np.arange(teeth_slice.start, teeth_slice.stop)
     return Rig(size=size, points=points, bases=bases, grid_bases=grid_bases, step=step, teeth_line=teeth_line)

@@ -93,7 +93,10 @@ def test_spectrum_shapes_the_features() -> None:
         name: frame_features(signal.astype(np.float32), 25, 25)
         for name, signal in {"ee": ee, "oo": oo, "ah": ah, "s": s}.items()
     }
-    mean = {name: {k: float(getattr(f, k)[5:20].mean()) for k in ("low_formant", "high_formant", "fricative")} for name, f in features.items()}
+    mean = {
+        name: {k: float(getattr(f, k)[5:20].mean()) for k in ("low_formant", "high_formant", "fricative")}
+        for name, f in features.items()
+    }
     assert mean["ee"]["high_formant"] > mean["oo"]["high_formant"] + 0.3
     assert mean["ah"]["low_formant"] > mean["ee"]["low_formant"] + 0.3
     assert mean["s"]["fricative"] > 0.3 > mean["ah"]["fricative"]

@@ -65,7 +65,9 @@ def test_mesh_measures_on_the_astronaut(face: Face) -> None:
     assert face.size >= MIN_FACE_SIZE_PX
 
 
-def test_roll_follows_an_image_rotation(analyzer: MediaPipeFaceAnalyzer, portrait: np.ndarray, face: Face) -> None:
+def test_roll_follows_an_image_rotation(
+    analyzer: MediaPipeFaceAnalyzer, portrait: np.ndarray, face: Face
+) -> None:
     centre = tuple(float(v) for v in face.keypoints[2])
     rotated = cv2.warpAffine(portrait, cv2.getRotationMatrix2D(centre, 20, 1.0), portrait.shape[1::-1])
     turned = analyzer.detect(rotated)[0]
@@ -97,7 +99,9 @@ class _FixedAnalyzer:
 
 def test_admission_refuses_a_turned_head(face: Face) -> None:
     angle = math.radians(MAX_ABS_YAW_DEG + 20)
-    rotation = np.array([[math.cos(angle), 0, -math.sin(angle)], [0, 1, 0], [math.sin(angle), 0, math.cos(angle)]])
+    rotation = np.array(
+        [[math.cos(angle), 0, -math.sin(angle)], [0, 1, 0], [math.sin(angle), 0, math.cos(angle)]]
+    )
     centre = face.landmarks.mean(axis=0)
     turned = face_from_landmarks((face.landmarks - centre) @ rotation.T + centre)
     with pytest.raises(EngineInputError) as error:
@@ -179,7 +183,9 @@ def test_crop_of_a_face_near_the_edge(analyzer: MediaPipeFaceAnalyzer, portrait:
 
 
 @pytest.mark.parametrize("shape", [(480, 300), (300, 1600), (1500, 900)])
-def test_paste_back_restores_the_photo(analyzer: MediaPipeFaceAnalyzer, portrait: np.ndarray, shape: tuple[int, int]) -> None:
+def test_paste_back_restores_the_photo(
+    analyzer: MediaPipeFaceAnalyzer, portrait: np.ndarray, shape: tuple[int, int]
+) -> None:
     height, width = shape
     photo = np.full((height, width, 3), 128, np.uint8)
     side = min(height, width, 512)

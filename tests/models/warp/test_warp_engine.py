@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.engine import ChunkCarry, ChunkSpec, Engine, RenderInputs, RenderParams, even_chunks, num_frames_for
+from models.engine import (
+    ChunkCarry,
+    ChunkSpec,
+    Engine,
+    RenderInputs,
+    RenderParams,
+    even_chunks,
+    num_frames_for,
+)
 from models.errors import EngineInputError
 from models.face import MediaPipeFaceAnalyzer
 from models.registry import build_engine
@@ -22,7 +30,9 @@ def inputs(portrait: np.ndarray, speech: np.ndarray) -> RenderInputs:
     return RenderInputs(image=portrait, audio=speech[: int(3.3 * 16000)])
 
 
-def render(engine: WarpEngine, prepared: WarpPrepared, chunks: list[ChunkSpec], via_bytes: bool = False) -> np.ndarray:
+def render(
+    engine: WarpEngine, prepared: WarpPrepared, chunks: list[ChunkSpec], via_bytes: bool = False
+) -> np.ndarray:
     frames, carry = [], None
     for chunk in chunks:
         out, carry = engine.render_chunk(prepared, chunk, carry)
@@ -58,7 +68,9 @@ def test_chunked_equals_one_shot_across_carry_bytes(engine: WarpEngine, inputs: 
     _, carry = engine.render_chunk(prepared, ChunkSpec(0, 0, 30), None)
     resumed_engine = WarpEngine(analyzer=MediaPipeFaceAnalyzer())
     resumed = resumed_engine.prepare(inputs, RenderParams(size=128, seed=3, head_motion=1.0))
-    rest, _ = resumed_engine.render_chunk(resumed, ChunkSpec(1, 30, prepared.num_frames), ChunkCarry.from_bytes(carry.to_bytes()))
+    rest, _ = resumed_engine.render_chunk(
+        resumed, ChunkSpec(1, 30, prepared.num_frames), ChunkCarry.from_bytes(carry.to_bytes())
+    )
     assert np.array_equal(rest, one_shot[30:])
     # Frames move: the portrait talks.
     assert np.abs(one_shot[1:].astype(int) - one_shot[:-1].astype(int)).max() > 50
@@ -84,7 +96,9 @@ def test_still_head_keeps_the_background(engine: WarpEngine, inputs: RenderInput
     assert not carry.arrays["head"].any()
 
 
-def test_full_framing_keeps_the_photo_aspect(engine: WarpEngine, heldout_portrait: np.ndarray, speech: np.ndarray) -> None:
+def test_full_framing_keeps_the_photo_aspect(
+    engine: WarpEngine, heldout_portrait: np.ndarray, speech: np.ndarray
+) -> None:
     inputs = RenderInputs(image=heldout_portrait, audio=speech[:16000])
     prepared = engine.prepare(inputs, RenderParams(size=128, framing="full"))
     assert (prepared.height, prepared.width) == (480, 300)
@@ -93,7 +107,9 @@ def test_full_framing_keeps_the_photo_aspect(engine: WarpEngine, heldout_portrai
     # Far from the face the video is the photo itself.
     assert np.abs(frames[:, 420:, :60].astype(int) - heldout_portrait[None, 420:, :60].astype(int)).max() <= 2
     big = np.ascontiguousarray(np.repeat(np.repeat(heldout_portrait, 3, axis=0), 3, axis=1))  # 1440 x 900
-    prepared = engine.prepare(RenderInputs(image=big, audio=speech[:8000]), RenderParams(size=128, framing="full"))
+    prepared = engine.prepare(
+        RenderInputs(image=big, audio=speech[:8000]), RenderParams(size=128, framing="full")
+    )
     assert (prepared.height, prepared.width) == (1024, 640)
 
 
@@ -103,7 +119,9 @@ def test_input_errors(engine: WarpEngine, speech: np.ndarray, portrait: np.ndarr
         engine.prepare(RenderInputs(image=blank, audio=speech[:16000]), RenderParams(size=128))
     assert error.value.code == "no_face_found"
     with pytest.raises(EngineInputError) as error:
-        engine.prepare(RenderInputs(image=portrait, audio=speech[:16000]), RenderParams(size=128, face_index=1))
+        engine.prepare(
+            RenderInputs(image=portrait, audio=speech[:16000]), RenderParams(size=128, face_index=1)
+        )
     assert error.value.code == "multiple_faces"
     for params in (RenderParams(size=16), RenderParams(head_motion=1.5), RenderParams(head_motion="wild")):  # type: ignore[arg-type]
         with pytest.raises(EngineInputError) as error:

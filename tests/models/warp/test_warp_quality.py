@@ -48,9 +48,13 @@ class Rendered:
         return np.array([face.eyes_open for face in self.faces])
 
 
-def render_and_measure(analyzer: MediaPipeFaceAnalyzer, image: np.ndarray, audio: np.ndarray, **params: object) -> Rendered:
+def render_and_measure(
+    analyzer: MediaPipeFaceAnalyzer, image: np.ndarray, audio: np.ndarray, **params: object
+) -> Rendered:
     engine = WarpEngine(analyzer=analyzer)
-    prepared = engine.prepare(RenderInputs(image=image, audio=audio), RenderParams(fps=FPS, size=SIZE, **params))  # type: ignore[arg-type]
+    prepared = engine.prepare(
+        RenderInputs(image=image, audio=audio), RenderParams(fps=FPS, size=SIZE, **params)
+    )  # type: ignore[arg-type]
     chunks, carry = [], None
     for chunk in engine.plan(prepared):
         frames, carry = engine.render_chunk(prepared, chunk, carry)
@@ -68,7 +72,10 @@ def energy_envelope(audio: np.ndarray, num_frames: int) -> np.ndarray:
     """RMS of the samples shown during each frame (no smoothing, no normalisation)."""
     per_frame = 16000 / FPS
     return np.array(
-        [np.sqrt(np.mean(audio[int(i * per_frame) : int((i + 1) * per_frame)] ** 2)) for i in range(num_frames)]
+        [
+            np.sqrt(np.mean(audio[int(i * per_frame) : int((i + 1) * per_frame)] ** 2))
+            for i in range(num_frames)
+        ]
     )
 
 
@@ -78,7 +85,9 @@ def speaking(analyzer: MediaPipeFaceAnalyzer, portrait: np.ndarray, speech: np.n
 
 
 @pytest.fixture(scope="module")
-def heldout(analyzer: MediaPipeFaceAnalyzer, heldout_portrait: np.ndarray, heldout_speech: np.ndarray) -> Rendered:
+def heldout(
+    analyzer: MediaPipeFaceAnalyzer, heldout_portrait: np.ndarray, heldout_speech: np.ndarray
+) -> Rendered:
     return render_and_measure(analyzer, heldout_portrait, heldout_speech, seed=11)
 
 
@@ -129,10 +138,14 @@ def test_background_stays_close_to_the_portrait(speaking: Rendered, analyzer: Me
     x0, y0, x1, y1 = analyzer.detect(crop)[0].box
     grow_x, grow_y = 0.25 * (x1 - x0), 0.25 * (y1 - y0)
     outside = np.ones(crop.shape[:2], bool)
-    outside[max(0, int(y0 - grow_y)) : int(y1 + grow_y) + 1, max(0, int(x0 - grow_x)) : int(x1 + grow_x) + 1] = False
+    outside[
+        max(0, int(y0 - grow_y)) : int(y1 + grow_y) + 1, max(0, int(x0 - grow_x)) : int(x1 + grow_x) + 1
+    ] = False
     assert 0.3 < outside.mean() < 0.8
     grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
-    scores = [float(ssim_map(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), grey)[outside].mean()) for f in speaking.frames]
+    scores = [
+        float(ssim_map(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), grey)[outside].mean()) for f in speaking.frames
+    ]
     assert min(scores) >= MIN_SSIM_OUTSIDE_FACE, min(scores)
 
 
