@@ -20,17 +20,20 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 ASSETS = Path(__file__).resolve().parents[1] / "tests" / "assets"
 
 
-def measure(engine_name: str, size: int, seconds: float, framing: str, weights_dir: str | None) -> dict[str, float]:
+def measure(
+    engine_name: str, size: int, seconds: float, framing: str, weights_dir: str | None
+) -> dict[str, float]:
     """Render ``seconds`` of the sample speech at ``size`` with one engine; return timings."""
     import numpy as np
     from PIL import Image, ImageOps
 
     from models.audio import load_audio
-    from models.engine import RenderInputs, RenderParams
+    from models.engine import Framing, RenderInputs, RenderParams
     from models.registry import build_engine
 
     image = np.asarray(ImageOps.exif_transpose(Image.open(ASSETS / "portrait.png")).convert("RGB"))
@@ -41,7 +44,9 @@ def measure(engine_name: str, size: int, seconds: float, framing: str, weights_d
     engine = build_engine(engine_name, **options)
     engine.warmup()
     started = time.perf_counter()
-    prepared = engine.prepare(RenderInputs(image=image, audio=audio), RenderParams(size=size, framing=framing))  # type: ignore[arg-type]
+    prepared = engine.prepare(
+        RenderInputs(image=image, audio=audio), RenderParams(size=size, framing=cast(Framing, framing))
+    )
     prepare_s = time.perf_counter() - started
     carry = None
     started = time.perf_counter()
@@ -89,9 +94,16 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(result))
         return
 
-    env = {**os.environ, **{k: str(args.threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}}
-    print(f"CPU: {_cpu_model()}, {os.cpu_count()} cores visible, {args.threads} threads; {args.seconds:g} s of speech")
-    print(f"{'engine':<10} {'framing':<8} {'size':>5} {'output':>10} {'frames':>7} {'prepare s':>10} {'frames/s':>9} {'peak RSS MB':>12}")
+    env = {
+        **os.environ,
+        **{k: str(args.threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")},
+    }
+    print(
+        f"CPU: {_cpu_model()}, {os.cpu_count()} cores visible, {args.threads} threads; {args.seconds:g} s of speech"
+    )
+    print(
+        f"{'engine':<10} {'framing':<8} {'size':>5} {'output':>10} {'frames':>7} {'prepare s':>10} {'frames/s':>9} {'peak RSS MB':>12}"
+    )
     for engine_name in args.engines.split(","):
         for framing in args.framings.split(","):
             for size in args.sizes.split(","):

@@ -54,7 +54,7 @@ def render_and_measure(
     engine = WarpEngine(analyzer=analyzer)
     prepared = engine.prepare(
         RenderInputs(image=image, audio=audio), RenderParams(fps=FPS, size=SIZE, **params)
-    )  # type: ignore[arg-type]
+    )
     chunks, carry = [], None
     for chunk in engine.plan(prepared):
         frames, carry = engine.render_chunk(prepared, chunk, carry)
