@@ -206,3 +206,15 @@ def test_paste_back_restores_the_photo(
     cx, cy = int(centre[0]), int(centre[1])
     assert np.abs(pasted[1, cy, cx].astype(int) - (255 - reference[cy, cx].astype(int))).max() < 40
     assert np.array_equal(pasted[1, -1, -1], reference[-1, -1])  # far corner: the photo itself
+
+
+def test_video_mode_tracks_a_moving_face(portrait: np.ndarray, face: Face) -> None:
+    tracker = MediaPipeFaceAnalyzer(video_mode=True)
+    try:
+        for shift in range(0, 24, 4):
+            moved = cv2.warpAffine(portrait, np.float64([[1, 0, shift], [0, 1, 0]]), portrait.shape[1::-1])
+            tracked = tracker.detect(moved)
+            assert len(tracked) == 1
+            assert tracked[0].keypoints[2, 0] - face.keypoints[2, 0] == pytest.approx(shift, abs=2.5)
+    finally:
+        tracker.close()
