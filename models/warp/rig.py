@@ -38,7 +38,7 @@ EYES = (
 )
 CHEEKS, FOREHEAD, CHIN = (234, 454), 10, 152
 
-JAW_OPEN = 0.3
+JAW_OPEN = 0.27
 """Lower lip drop at jaw=1, as a fraction of the mouth width."""
 LIP_SPREAD = 0.10
 LIP_ROUND = 0.12
@@ -200,8 +200,10 @@ def build_rig(landmarks: np.ndarray, size: int) -> Rig:
 
     bases[:n_mesh, 1, 0] = jaw_px * jaw_weight(xy)
     sideways = np.exp(-(((xy[:, 0] - mouth_cx) / (0.42 * face_width)) ** 4))
+    # The lower lip drops most in the middle: an open mouth is rounded, not a box.
+    from_centre = np.clip(np.abs(xy[:, 0] - mouth_cx) / (0.5 * mouth_width), 0.0, 1.0)
     for index in (*INNER_LOWER_LIP[1:-1], *OUTER_LOWER_LIP[1:-1]):
-        bases[index, 1, 0] = jaw_px * sideways[index]
+        bases[index, 1, 0] = jaw_px * sideways[index] * (1 - 0.55 * from_centre[index] ** 2)
     for index in (*INNER_UPPER_LIP[1:-1], *OUTER_UPPER_LIP[1:-1]):
         bases[index, 1, 0] = -0.12 * jaw_px
     for index in MOUTH_CORNERS:
