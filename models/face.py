@@ -315,25 +315,37 @@ def select_face(faces: list[Face], face_index: int | None) -> Face:
 
 
 def admit_portrait(
-    image: np.ndarray, face_index: int | None = None, analyzer: FaceAnalyzer | None = None
+    image: np.ndarray,
+    face_index: int | None = None,
+    analyzer: FaceAnalyzer | None = None,
+    *,
+    min_face_size: float = MIN_FACE_SIZE_PX,
+    max_abs_yaw: float = MAX_ABS_YAW_DEG,
 ) -> Face:
     """The submit-time check: is there one usable face in this portrait? Returns it.
 
+    Args:
+        image: RGB uint8 ``(H, W, 3)``, EXIF-oriented.
+        face_index: the face to animate (largest first); None for the largest.
+        analyzer: defaults to a process-wide ``MediaPipeFaceAnalyzer`` built on first use.
+        min_face_size: pixels, shorter side of the face box (``MIN_FACE_SIZE_PX`` by default).
+        max_abs_yaw: degrees (``MAX_ABS_YAW_DEG`` by default).
+
     Raises:
         EngineInputError: ``no_face_found``; ``multiple_faces`` (``face_index`` out of range);
-            ``face_too_small`` (shorter box side < ``MIN_FACE_SIZE_PX``); ``face_not_frontal``
-            (``|yaw| > MAX_ABS_YAW_DEG``).
+            ``face_too_small`` (shorter box side < ``min_face_size``); ``face_not_frontal``
+            (``|yaw| > max_abs_yaw``).
     """
     face = select_face((analyzer or _default_analyzer()).detect(image), face_index)
-    if face.size < MIN_FACE_SIZE_PX:
+    if face.size < min_face_size:
         raise EngineInputError(
             "face_too_small",
-            f"the face is {face.size:.0f} px, the minimum is {MIN_FACE_SIZE_PX} px: use a larger or closer photo",
+            f"the face is {face.size:.0f} px, the minimum is {min_face_size:.0f} px: use a larger or closer photo",
         )
-    if abs(face.yaw) > MAX_ABS_YAW_DEG:
+    if abs(face.yaw) > max_abs_yaw:
         raise EngineInputError(
             "face_not_frontal",
-            f"the head is turned {abs(face.yaw):.0f} degrees, the maximum is {MAX_ABS_YAW_DEG:.0f}",
+            f"the head is turned {abs(face.yaw):.0f} degrees, the maximum is {max_abs_yaw:.0f}",
         )
     return face
 

@@ -108,6 +108,8 @@ def test_admission_refuses_a_turned_head(face: Face) -> None:
         admit_portrait(np.zeros((8, 8, 3), np.uint8), analyzer=_FixedAnalyzer([turned]))
     assert error.value.code == "face_not_frontal"
     assert admit_portrait(np.zeros((8, 8, 3), np.uint8), analyzer=_FixedAnalyzer([face])) is face
+    lenient = admit_portrait(np.zeros((8, 8, 3), np.uint8), analyzer=_FixedAnalyzer([turned]), max_abs_yaw=90)
+    assert lenient is turned
 
 
 def test_admission_of_the_real_photos(analyzer: MediaPipeFaceAnalyzer, portrait: np.ndarray) -> None:
@@ -136,6 +138,7 @@ def test_face_too_small(analyzer: MediaPipeFaceAnalyzer, portrait: np.ndarray) -
     with pytest.raises(EngineInputError) as error:
         admit_portrait(canvas, analyzer=analyzer)
     assert error.value.code == "face_too_small"
+    assert admit_portrait(canvas, analyzer=analyzer, min_face_size=32) is not None
 
 
 def test_several_faces_largest_first(analyzer: MediaPipeFaceAnalyzer, portrait: np.ndarray) -> None:
