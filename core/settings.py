@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     weights_dir: Path | None = Field(None, description="Directory of model weights (vexpress).")
     device: str = Field("auto", description="Torch device of the worker: auto, cuda, cuda:N or cpu.")
     face_check: bool = Field(True, description="Refuse portraits without a usable face at submit time.")
+    face_min_size_px: int = Field(
+        64, description="Smallest accepted face (box side, pixels): `face_too_small`."
+    )
+    face_max_yaw_deg: float = Field(
+        45.0, description="Largest accepted head turn (degrees): `face_not_frontal`."
+    )
 
     # --- input limits
     max_request_bytes: int = Field(64 * MB, description="Largest request body the API reads.")

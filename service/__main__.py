@@ -15,7 +15,7 @@ def main() -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    app = create_app(settings, portrait_check=face_portrait_check() if settings.face_check else None)
+    app = create_app(settings, portrait_check=face_portrait_check(settings) if settings.face_check else None)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
 
 

@@ -57,15 +57,19 @@ def key_authenticator(registry: ApiKeyRegistry) -> Authenticator:
     return authenticate
 
 
-def face_portrait_check() -> PortraitCheck:
+def face_portrait_check(settings: Settings) -> PortraitCheck:
     """The submit-time face check of ``models.face``, its engine errors turned into 422s."""
-    from models.face import admit_portrait
-
     from models.errors import EngineInputError
+    from models.face import admit_portrait
 
     def check(image: npt.NDArray[np.uint8], face_index: int | None) -> None:
         try:
-            admit_portrait(image, face_index)
+            admit_portrait(
+                image,
+                face_index,
+                min_face_size=settings.face_min_size_px,
+                max_abs_yaw=settings.face_max_yaw_deg,
+            )
         except EngineInputError as exc:
             raise InvalidInput(exc.message, code=exc.code) from None
 

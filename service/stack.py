@@ -175,6 +175,7 @@ def main() -> None:
     demo.add_argument("--audio", type=Path, default=SAMPLE_AUDIO)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     env = {}
     if not os.environ.get("PARLA_API_KEYS"):
         env["PARLA_AUTH_DISABLED"] = "true"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -139,3 +140,45 @@ def test_cancel_running_job_stops_within_a_chunk(redis_url: str, tmp_path: Path)
         assert job["status"] == "canceled" and job["error"]["code"] == "canceled"
         assert job["progress"]["chunks_done"] <= asked_at + 1 < job["progress"]["chunks_total"]
         assert client.get(f"/v1/videos/{job_id}/video").status_code == 409
+
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+
+def test_default_warp_engine_full_framing_keeps_the_photo_aspect(redis_url: str, tmp_path: Path) -> None:
+    """The default deployment (warp engine, face check on) renders a real portrait given as data: URIs."""
+    from PIL import Image, ImageOps
+
+    env = {
+        "PARLA_REDIS_URL": redis_url,
+        "PARLA_AUTH_DISABLED": "true",
+        "PARLA_STORAGE_DIR": str(tmp_path / "storage"),
+    }
+    photo = ASSETS / "portrait_heldout.jpg"
+    with Image.open(photo) as image:
+        width, height = ImageOps.exif_transpose(image).size
+    audio = wav_bytes(1.2)
+    body = {
+        "image_url": "data:image/jpeg;base64," + base64.b64encode(photo.read_bytes()).decode(),
+        "audio_url": "data:audio/wav;base64," + base64.b64encode(audio).decode(),
+        "framing": "full",
+        "size": 256,
+    }
+    with (
+        Stack(env, workers=1, state_dir=tmp_path) as stack,
+        httpx.Client(base_url=stack.base_url, timeout=60) as client,
+    ):
+        no_face = client.post(
+            "/v1/videos", files={"image": ("x.png", image_bytes(300, 300)), "audio": ("a.wav", audio)}
+        )
+        assert no_face.status_code == 422 and no_face.json()["error"]["code"] == "no_face_found"
+        response = client.post("/v1/videos", json=body)
+        assert response.status_code == 202, response.text
+        job = wait_for(client, response.json()["id"], lambda j: j["status"] in ("succeeded", "failed"), 120)
+        assert job["status"] == "succeeded", job
+        assert job["params"]["engine"] == "warp"
+        path = tmp_path / "full.mp4"
+        path.write_bytes(client.get(f"/v1/videos/{job['id']}/video").content)
+        info = probe_video(path)
+        assert info.frames == 30
+        assert abs(info.width / info.height - width / height) < 0.02

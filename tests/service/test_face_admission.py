@@ -1,0 +1,63 @@
+"""The submit-time face check, through the API, on real photos."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from core.settings import Settings
+from core.storage import LocalStorage
+from service.app import create_app, face_portrait_check
+from tests.media import image_bytes, wav_bytes
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+
+@pytest.fixture()
+def client(settings: Settings) -> Iterator[TestClient]:
+    app = create_app(
+        settings,
+        redis_client=redis.Redis.from_url(settings.redis_url or ""),
+        storage=LocalStorage(settings.storage_dir),
+        portrait_check=face_portrait_check(settings),
+    )
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def post(client: TestClient, image: bytes, **fields: str) -> tuple[int, str | None]:
+    files = {"image": ("p.png", image), "audio": ("a.wav", wav_bytes(1.0))}
+    response = client.post("/v1/videos", files=files, data=fields)
+    return response.status_code, (response.json().get("error") or {}).get("code")
+
+
+def test_portrait_with_a_face_is_accepted(client: TestClient) -> None:
+    assert post(client, (ASSETS / "portrait.png").read_bytes()) == (202, None)
+
+
+def test_photo_without_a_face_is_refused(client: TestClient) -> None:
+    assert post(client, image_bytes(400, 300)) == (422, "no_face_found")
+
+
+def test_tiny_face_is_refused(client: TestClient) -> None:
+    # the whole portrait at 200 px: its face box is about 36 px, under the 64 px minimum
+    small = np.asarray(Image.open(ASSETS / "portrait.png").convert("RGB").resize((200, 200)))
+    assert post(client, png(small)) == (422, "face_too_small")
+
+
+def test_face_index_out_of_range_is_multiple_faces(client: TestClient) -> None:
+    status, code = post(client, (ASSETS / "portrait.png").read_bytes(), face_index="3")
+    assert (status, code) == (422, "multiple_faces")
