@@ -91,40 +91,7 @@ class Face:
 
 
 class FaceAnalyzer(Protocol):
-    def _detect_boxes(self, detectors: list[Any], image: np.ndarray) -> list[tuple[float, np.ndarray]]:
-        for detector in detectors:
-            boxes = self._detect_boxes_with(detector, image)
-            if boxes:
-                return boxes
-        return []
-
-    def _detect_boxes_with(self, detector: Any, image: np.ndarray) -> list[tuple[float, np.ndarray]]:
-        """Detector boxes ``(score, [x, y, w, h])`` in pixels, largest first.
-
-        The detector sees a square input, so in a very wide or tall photo a face shrinks to a few
-        pixels: such photos are also scanned in overlapping square windows.
-        """
-        height, width = image.shape[:2]
-        side = min(height, width)
-        windows = [(0, 0, width, height)]
-        if max(height, width) > 1.6 * side:
-            stride = side // 2
-            for offset in range(0, max(height, width) - side + stride, stride):
-                offset = min(offset, max(height, width) - side)
-                windows.append((offset, 0, side, side) if width > height else (0, offset, side, side))
-        found: list[tuple[float, np.ndarray]] = []
-        for wx, wy, ww, wh in windows:
-            result = detector.process(np.ascontiguousarray(image[wy : wy + wh, wx : wx + ww]))
-            for detection in result.detections or []:
-                rel = detection.location_data.relative_bounding_box
-                box = np.array([wx + rel.xmin * ww, wy + rel.ymin * wh, rel.width * ww, rel.height * wh])
-                found.append((float(detection.score[0]), box))
-        found.sort(key=lambda item: -float(item[1][2] * item[1][3]))
-        kept: list[tuple[float, np.ndarray]] = []
-        for score, box in found:  # the same face seen in two windows: keep the first (largest)
-            if all(_iou(box, other) < 0.3 for _, other in kept):
-                kept.append((score, box))
-        return kept
+    """Anything that finds faces (MediaPipe here; insightface or others behind the same method)."""
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """Faces in an RGB uint8 ``(H, W, 3)`` image, largest first."""

@@ -2,9 +2,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from core.settings import Settings
@@ -26,12 +28,17 @@ def settings(redis_url: str, tmp_path: Path) -> Settings:
     )
 
 
-@pytest.fixture()
-def client(settings: Settings) -> Iterator[TestClient]:
-    app = create_app(
+def make_app(settings: Settings, **collaborators: Any) -> FastAPI:
+    """The API on the test's Redis and a local storage directory."""
+    return create_app(
         settings,
         redis_client=redis.Redis.from_url(settings.redis_url or ""),
         storage=LocalStorage(settings.storage_dir),
+        **collaborators,
     )
-    with TestClient(app, raise_server_exceptions=False) as test_client:
+
+
+@pytest.fixture()
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(make_app(settings), raise_server_exceptions=False) as test_client:
         yield test_client

@@ -8,27 +8,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import redis
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from core.settings import Settings
-from core.storage import LocalStorage
-from service.app import create_app, face_portrait_check
+from service.app import face_portrait_check
 from tests.media import image_bytes, wav_bytes
+from tests.service.conftest import make_app
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 
 @pytest.fixture()
 def client(settings: Settings) -> Iterator[TestClient]:
-    app = create_app(
-        settings,
-        redis_client=redis.Redis.from_url(settings.redis_url or ""),
-        storage=LocalStorage(settings.storage_dir),
-        portrait_check=face_portrait_check(settings),
-    )
-    with TestClient(app) as test_client:
+    with TestClient(make_app(settings, portrait_check=face_portrait_check(settings))) as test_client:
         yield test_client
 
 

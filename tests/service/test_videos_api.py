@@ -188,20 +188,12 @@ def test_streamed_body_without_length_is_capped(client: TestClient) -> None:
 
 
 def test_webhook_url_is_checked_when_webhooks_are_configured(settings: Any) -> None:
-    import redis
-
-    from core.storage import LocalStorage
-    from service.app import create_app
+    from tests.service.conftest import make_app
 
     configured = settings.model_copy(
         update={"webhook_secret": "whsec_" + base64.b64encode(b"k" * 32).decode()}
     )
-    app = create_app(
-        configured,
-        redis_client=redis.Redis.from_url(settings.redis_url),
-        storage=LocalStorage(settings.storage_dir),
-    )
-    with TestClient(app) as client:
+    with TestClient(make_app(configured)) as client:
         for url, code in (
             ("http://example.com/h", "invalid_webhook_url"),
             ("https://user:pw@example.com/h", "invalid_webhook_url"),
