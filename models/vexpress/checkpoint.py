@@ -117,8 +117,9 @@ def build_modules(
     return modules
 
 
-def missing_files(weights_dir: Path, *, include_external: bool = True) -> list[str]:
-    """Paths (relative to `weights_dir`) that a load needs and that are absent; empty when complete.
+def missing_files(weights_dir: Path, *, include_external: bool = False) -> list[str]:
+    """Paths (relative to `weights_dir`) that `load_published` needs and that are absent; empty when
+    complete: the five ``v-express/*.bin`` files and ``stable-diffusion-v1-5/unet/config.json``.
 
     With `include_external`, the VAE and wav2vec2 folders the pipeline loads are checked too (their
     ``config.json`` and one weights file, named ``a|b`` when either would do).
@@ -161,7 +162,7 @@ def load_published(
         WeightsError: a file is missing or unreadable, or its keys/shapes do not match the module.
     """
     weights_dir = Path(weights_dir)
-    missing = missing_files(weights_dir, include_external=False)
+    missing = missing_files(weights_dir)
     if unet_config is not None:
         missing = [path for path in missing if path != UNET_CONFIG_PATH]
     if missing:
@@ -230,7 +231,7 @@ def convert_to_safetensors(
     from safetensors.torch import save_file
 
     weights_dir, out_dir = Path(weights_dir), Path(out_dir)
-    missing = missing_files(weights_dir, include_external=False)
+    missing = missing_files(weights_dir)
     if missing:
         raise WeightsError(f"{weights_dir} lacks {', '.join(missing)}")
     unet_config = _read_json(weights_dir / UNET_CONFIG_PATH)

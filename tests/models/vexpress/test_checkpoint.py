@@ -117,7 +117,7 @@ def test_full_size_strict_check_names_a_wrong_shape(full_size_meta: VExpressModu
 
 def test_tiny_published_layout_loads_strictly(tiny_published: tuple[VExpressModules, Path]) -> None:
     modules, weights_dir = tiny_published
-    assert missing_files(weights_dir, include_external=False) == []
+    assert missing_files(weights_dir) == []
     saved = torch.load(_bin(weights_dir, "denoising_unet.bin"), weights_only=True)
     assert {tensor.dtype for tensor in saved.values()} == {torch.float16}
     loaded = load_published(weights_dir, **TINY)
@@ -251,6 +251,8 @@ def test_missing_files_are_listed(tmp_path: Path) -> None:
     torch.save({}, tmp_path / "v-express" / "v_kps_guider.bin")
     missing = missing_files(tmp_path)
     assert "v-express/reference_net.bin" in missing
+    assert not any(path.startswith("sd-vae") for path in missing)
+    missing = missing_files(tmp_path, include_external=True)
     assert "v-express/v_kps_guider.bin" not in missing
     assert "stable-diffusion-v1-5/unet/config.json" in missing
     assert "sd-vae-ft-mse/config.json" in missing
