@@ -138,16 +138,16 @@ def load_components(weights_dir: str | Path, device: torch.device, dtype: torch.
     Raises:
         WeightsError: listing every missing file, before anything is loaded.
     """
-    from diffusers import AutoencoderKL
-    from models.vexpress.checkpoint import load_published
-    from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
-
     root = Path(weights_dir)
     missing = missing_weight_files(root)
     if missing:
         raise WeightsError(
             f"the V-Express weights directory {root} is incomplete; missing: {', '.join(missing)}"
         )
+    from diffusers import AutoencoderKL
+    from models.vexpress.checkpoint import load_published
+    from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
     modules = load_published(root, device=device, dtype=dtype)
     vae = AutoencoderKL.from_pretrained(root / VAE_DIR, local_files_only=True)
     audio_encoder = Wav2Vec2Model.from_pretrained(root / AUDIO_ENCODER_DIR, local_files_only=True)
@@ -266,9 +266,8 @@ class VExpressEngine:
         self.pipeline = VExpressPipeline(components, self.device, self.dtype)
         self.defaults = VExpressOptions(**(default_options or {}))
         self._face_analyzer = face_analyzer
-        unet_config = components.modules.denoising_unet.config
-        motion_kwargs = getattr(unet_config, "motion_module_kwargs", None) or {}
-        self.max_context_frames = int(motion_kwargs.get("temporal_position_encoding_max_len", 32))
+        # the motion modules' position table bounds a window's length (32 in V-Express)
+        self.max_context_frames = int(getattr(components.modules.denoising_unet, "max_frames", None) or 32)
 
     @property
     def face_analyzer(self) -> Any:
