@@ -149,8 +149,8 @@ def load_components(weights_dir: str | Path, device: torch.device, dtype: torch.
     from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
     modules = load_published(root, device=device, dtype=dtype)
-    vae = AutoencoderKL.from_pretrained(root / VAE_DIR, local_files_only=True)
-    audio_encoder = Wav2Vec2Model.from_pretrained(root / AUDIO_ENCODER_DIR, local_files_only=True)
+    vae: Any = AutoencoderKL.from_pretrained(root / VAE_DIR, local_files_only=True)
+    audio_encoder: Any = Wav2Vec2Model.from_pretrained(root / AUDIO_ENCODER_DIR, local_files_only=True)
     feature_extractor = Wav2Vec2FeatureExtractor.from_pretrained(
         root / AUDIO_ENCODER_DIR, local_files_only=True
     )

@@ -54,7 +54,9 @@ def draw_kps_image(height: int, width: int, kps: Keypoints) -> npt.NDArray[np.ui
         angle = int(math.degrees(math.atan2(y0 - y1, x0 - x1)))
         centre = (int((x0 + x1) / 2), int((y0 + y1) / 2))
         polygon = cv2.ellipse2Poly(centre, (int(length / 2), LIMB_HALF_WIDTH), angle, 0, 360, 1)
-        cv2.fillConvexPoly(canvas, polygon, [int(float(c) * 0.6) for c in KPS_COLORS[first]])
+        cv2.fillConvexPoly(
+            canvas, np.asarray(polygon, dtype=np.int32), [int(float(c) * 0.6) for c in KPS_COLORS[first]]
+        )
     for (x, y), color in zip(points, KPS_COLORS, strict=True):
         cv2.circle(canvas, (int(x), int(y)), POINT_RADIUS, color, -1)
     return canvas
@@ -226,7 +228,7 @@ def driving_video_kps(video: bytes, detector: KeypointDetector, num_frames: int,
 
     sampled: list[npt.NDArray[np.float32] | None] = []
     try:
-        with av.open(io.BytesIO(video)) as container:
+        with av.open(io.BytesIO(video), mode="r") as container:
             stream = container.streams.video[0]
             pending: Any = None  # the latest decoded frame not yet used
             for frame in container.decode(stream):

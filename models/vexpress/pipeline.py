@@ -22,12 +22,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler
 from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
 from models.vexpress.audio import audio_windows, encode_audio, frame_audio_tokens
@@ -43,6 +42,11 @@ GUIDER_FRAMES_PER_CALL = 16
 
 Continuity = Literal["motion_frames", "overlap_average"]
 StepCallback = Callable[[int, int], None]
+# diffusers' lazily imported classes carry no attributes for mypy: name what they are, typed Any.
+AutoencoderKL: TypeAlias = Any
+"""``diffusers.AutoencoderKL``."""
+DDIMScheduler: TypeAlias = Any
+"""``diffusers.DDIMScheduler`` (see ``models.vexpress.scheduler``)."""
 """Called after each denoising step with (step index, timestep)."""
 
 
@@ -371,7 +375,6 @@ class VExpressPipeline:
         return np.concatenate(frames)
 
     # the whole story, for one clip in one call ------------------------------------------------
-    @torch.inference_mode()
     def __call__(
         self,
         image: npt.NDArray[np.uint8],

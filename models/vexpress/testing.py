@@ -25,9 +25,9 @@ from models.vexpress.audio import build_feature_extractor
 from models.vexpress.pipeline import VExpressComponents
 
 
-def tiny_vae() -> AutoencoderKL:
+def tiny_vae() -> Any:
     """AutoencoderKL with the SD layout (4 blocks, 8x downsampling, 4 latent channels), 8-16 channels wide."""
-    return AutoencoderKL(
+    vae: Any = AutoencoderKL(
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 4,
@@ -37,10 +37,11 @@ def tiny_vae() -> AutoencoderKL:
         latent_channels=4,
         norm_num_groups=8,
         sample_size=64,
-    ).eval()
+    )
+    return vae.eval()
 
 
-def tiny_audio_encoder(hidden_size: int) -> Wav2Vec2Model:
+def tiny_audio_encoder(hidden_size: int) -> Any:
     """wav2vec2-base's feature encoder (7 convs, hop 320, group norm) and one transformer layer, narrow."""
     config = Wav2Vec2Config(
         hidden_size=hidden_size,
@@ -62,7 +63,8 @@ def tiny_audio_encoder(hidden_size: int) -> Wav2Vec2Model:
         mask_time_prob=0.0,
         vocab_size=8,
     )
-    return Wav2Vec2Model(config).eval()
+    encoder: Any = Wav2Vec2Model(config)
+    return encoder.eval()
 
 
 def tiny_components(seed: int = 0, dtype: torch.dtype = torch.float32) -> VExpressComponents:
