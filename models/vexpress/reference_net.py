@@ -1,0 +1,172 @@
+"""The ReferenceNet: an SD1.5 2D UNet that computes the reference bank once per job (FACTS §3)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+
+from models.vexpress.configs import unet_kwargs_from_config, validate_unet_args
+from models.vexpress.unet_blocks import (
+    ReferenceWriterTransformerBlock,
+    SpatialTransformer,
+    build_unet_layout,
+    timestep_embedding,
+    transformer_blocks_in_order,
+    upsample_sizes,
+)
+
+
+class ReferenceNet(ModelMixin, ConfigMixin):  # type: ignore[misc]
+    r"""
+    SD1.5 UNet2DConditionModel layout without ``conv_norm_out`` (684 published keys). Its forward returns
+    the reference bank: in every transformer block, the LayerNorm'd hidden state ``norm2(x)`` that is the
+    query of the block's cross-attention.
+
+    Bank order: the transformer blocks in registration order, i.e. ``down_blocks`` (block by block,
+    attention by attention), then ``up_blocks``, then ``mid_block``; for SD1.5 that is 6 down, 9 up and
+    1 mid = 16 entries. [`VExpressUNet3D`] registers its blocks in the same order, so ``bank[i]`` is read
+    by its ``i``-th transformer block, the same-named block, which is the pairing of the reference code.
+
+    Parameters are those of a diffusers UNet config (see [`~models.vexpress.configs.sd15_unet_config`]).
+    """
+
+    @register_to_config  # type: ignore[untyped-decorator]
+    def __init__(
+        self,
+        sample_size: int | None = None,
+        in_channels: int = 4,
+        out_channels: int = 4,
+        center_input_sample: bool = False,
+        flip_sin_to_cos: bool = True,
+        freq_shift: int = 0,
+        down_block_types: tuple[str, ...] = (
+            "CrossAttnDownBlock2D",
+            "CrossAttnDownBlock2D",
+            "CrossAttnDownBlock2D",
+            "DownBlock2D",
+        ),
+        up_block_types: tuple[str, ...] = (
+            "UpBlock2D",
+            "CrossAttnUpBlock2D",
+            "CrossAttnUpBlock2D",
+            "CrossAttnUpBlock2D",
+        ),
+        block_out_channels: tuple[int, ...] = (320, 640, 1280, 1280),
+        layers_per_block: int = 2,
+        downsample_padding: int = 1,
+        mid_block_scale_factor: float = 1.0,
+        act_fn: str = "silu",
+        norm_num_groups: int = 32,
+        norm_eps: float = 1e-5,
+        cross_attention_dim: int = 768,
+        attention_head_dim: int | tuple[int, ...] = 8,
+        use_linear_projection: bool = False,
+    ) -> None:
+        super().__init__()
+        heads = validate_unet_args(
+            in_channels=in_channels,
+            out_channels=out_channels,
+            down_block_types=down_block_types,
+            up_block_types=up_block_types,
+            block_out_channels=block_out_channels,
+            layers_per_block=layers_per_block,
+            act_fn=act_fn,
+            norm_num_groups=norm_num_groups,
+            norm_eps=norm_eps,
+            cross_attention_dim=cross_attention_dim,
+            attention_head_dim=attention_head_dim,
+        )
+        if not up_block_types[-1].startswith("CrossAttn"):
+            raise ValueError(f"up_block_types={list(up_block_types)}: the last up block must have attention")
+
+        def transformer(channels: int, block_heads: int) -> SpatialTransformer:
+            block = ReferenceWriterTransformerBlock(channels, block_heads, cross_attention_dim)
+            return SpatialTransformer(block, channels, norm_num_groups, use_linear_projection)
+
+        build_unet_layout(
+            self,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            down_block_types=tuple(down_block_types),
+            up_block_types=tuple(up_block_types),
+            block_out_channels=tuple(block_out_channels),
+            layers_per_block=layers_per_block,
+            heads=heads,
+            norm_num_groups=norm_num_groups,
+            norm_eps=norm_eps,
+            flip_sin_to_cos=flip_sin_to_cos,
+            freq_shift=freq_shift,
+            downsample_padding=downsample_padding,
+            mid_block_scale_factor=mid_block_scale_factor,
+            transformer_factory=transformer,
+            motion_module_factory=lambda resolution, is_up: None,
+            conv_norm_out=False,
+        )
+        self.num_banks = len(transformer_blocks_in_order(self))
+
+    @classmethod
+    def from_unet_config(cls, config: Mapping[str, Any]) -> ReferenceNet:
+        """Builds the ReferenceNet from a diffusers UNet config (e.g. SD1.5's ``unet/config.json``)."""
+        return cls(**unet_kwargs_from_config(config))
+
+    def forward(
+        self, sample: torch.Tensor, timestep: torch.Tensor | int, encoder_hidden_states: torch.Tensor
+    ) -> list[torch.Tensor]:
+        r"""
+        Args:
+            sample (`torch.Tensor` of shape `(B, in_channels, h, w)`): Reference latents.
+            timestep (`torch.Tensor` or `int`): V-Express uses 0.
+            encoder_hidden_states (`torch.Tensor` of shape `(B, S, cross_attention_dim)`): V-Express uses
+                zeros of shape `(B, 1, 768)`.
+
+        Returns:
+            `list[torch.Tensor]`: `num_banks` tensors, entry `i` of shape `(B, h_i*w_i, C_i)`, ordered as the
+            transformer blocks are registered (down, up, mid). The UNet's own output is never computed:
+            the forward stops right after the last bank entry (``up_blocks[-1]``'s last transformer
+            block), since nothing after it can change a bank.
+        """
+        if sample.ndim != 4:
+            raise ValueError(f"sample must be (B, C, h, w), got shape {tuple(sample.shape)}")
+        if encoder_hidden_states.ndim != 3 or encoder_hidden_states.shape[0] != sample.shape[0]:
+            raise ValueError(
+                f"encoder_hidden_states must be (B={sample.shape[0]}, S, C), got {tuple(encoder_hidden_states.shape)}"
+            )
+        if self.config["center_input_sample"]:
+            sample = 2 * sample - 1.0
+        batch = sample.shape[0]
+        bank: list[torch.Tensor | None] = [None] * self.num_banks
+        block_kwargs: dict[str, Any] = {"encoder_hidden_states": encoder_hidden_states, "bank": bank}
+
+        temb = timestep_embedding(self, timestep, batch, sample)
+        hidden_states = self.conv_in(sample)
+
+        skip_states: tuple[torch.Tensor, ...] = (hidden_states,)
+        for down_block in self.down_blocks:
+            hidden_states, block_skips = down_block(hidden_states, temb, 1, block_kwargs)
+            skip_states += block_skips
+
+        hidden_states = self.mid_block(hidden_states, temb, 1, block_kwargs)
+
+        sizes = upsample_sizes(self, skip_states, sample)
+        last = len(self.up_blocks) - 1
+        for i, up_block in enumerate(self.up_blocks):
+            block_skips = skip_states[-len(up_block.resnets) :]
+            skip_states = skip_states[: -len(up_block.resnets)]
+            hidden_states = up_block(
+                hidden_states,
+                block_skips,
+                temb,
+                1,
+                block_kwargs,
+                upsample_size=sizes[i],
+                stop_after_bank=i == last,
+            )
+
+        missing = [i for i, entry in enumerate(bank) if entry is None]
+        if missing:
+            raise RuntimeError(f"reference bank entries {missing} were not written")
+        return [entry for entry in bank if entry is not None]
