@@ -119,7 +119,7 @@ class VExpressPipeline:
         self.device = device
         self.dtype = dtype
         unet_config = components.modules.denoising_unet.config
-        self.cross_attention_dim = int(unet_config.cross_attention_dim)
+        self.cross_attention_dim = int(unet_config["cross_attention_dim"])
 
     # 1. reference latents -----------------------------------------------------------------------
     @torch.inference_mode()
