@@ -145,8 +145,9 @@ def load_components(weights_dir: str | Path, device: torch.device, dtype: torch.
             f"the V-Express weights directory {root} is incomplete; missing: {', '.join(missing)}"
         )
     from diffusers import AutoencoderKL
-    from models.vexpress.checkpoint import load_published
     from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    from models.vexpress.checkpoint import load_published
 
     modules = load_published(root, device=device, dtype=dtype)
     vae: Any = AutoencoderKL.from_pretrained(root / VAE_DIR, local_files_only=True)
