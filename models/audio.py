@@ -41,7 +41,7 @@ def load_audio(source: str | Path | bytes, sample_rate: int = FEATURE_SAMPLE_RAT
 
     handle = io.BytesIO(source) if isinstance(source, bytes) else str(source)
     pieces: list[np.ndarray] = []
-    with av.open(handle) as container:
+    with av.open(handle, mode="r") as container:
         stream = container.streams.audio[0]
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
         for frame in container.decode(stream):
@@ -109,7 +109,7 @@ class AudioFeatures:
 
 def frame_windows(num_samples: int, sample_rate: int, fps: float, num_frames: int) -> tuple[np.ndarray, int]:
     """Start sample of each frame's analysis window, and the window length (see module docstring)."""
-    length = int(round(max(MIN_WINDOW_S, 1.0 / fps) * sample_rate))
+    length = round(max(MIN_WINDOW_S, 1.0 / fps) * sample_rate)
     centres = np.round((np.arange(num_frames) + 0.5) / fps * sample_rate).astype(np.int64)
     return centres - length // 2, length
 
@@ -129,7 +129,9 @@ def frame_features(
     starts, length = frame_windows(len(samples), sample_rate, fps, num_frames)
     index = starts[:, None] + np.arange(length)[None, :]
     valid = (index >= 0) & (index < len(samples))
-    windows = np.where(valid, samples[np.clip(index, 0, max(0, len(samples) - 1))] if len(samples) else 0.0, 0.0)
+    windows = np.where(
+        valid, samples[np.clip(index, 0, max(0, len(samples) - 1))] if len(samples) else 0.0, 0.0
+    )
     windows = windows.astype(np.float32) * np.hanning(length).astype(np.float32)
 
     n_fft = 1 << int(np.ceil(np.log2(length)))

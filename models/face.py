@@ -91,6 +91,41 @@ class Face:
 
 
 class FaceAnalyzer(Protocol):
+    def _detect_boxes(self, detectors: list[Any], image: np.ndarray) -> list[tuple[float, np.ndarray]]:
+        for detector in detectors:
+            boxes = self._detect_boxes_with(detector, image)
+            if boxes:
+                return boxes
+        return []
+
+    def _detect_boxes_with(self, detector: Any, image: np.ndarray) -> list[tuple[float, np.ndarray]]:
+        """Detector boxes ``(score, [x, y, w, h])`` in pixels, largest first.
+
+        The detector sees a square input, so in a very wide or tall photo a face shrinks to a few
+        pixels: such photos are also scanned in overlapping square windows.
+        """
+        height, width = image.shape[:2]
+        side = min(height, width)
+        windows = [(0, 0, width, height)]
+        if max(height, width) > 1.6 * side:
+            stride = side // 2
+            for offset in range(0, max(height, width) - side + stride, stride):
+                offset = min(offset, max(height, width) - side)
+                windows.append((offset, 0, side, side) if width > height else (0, offset, side, side))
+        found: list[tuple[float, np.ndarray]] = []
+        for wx, wy, ww, wh in windows:
+            result = detector.process(np.ascontiguousarray(image[wy : wy + wh, wx : wx + ww]))
+            for detection in result.detections or []:
+                rel = detection.location_data.relative_bounding_box
+                box = np.array([wx + rel.xmin * ww, wy + rel.ymin * wh, rel.width * ww, rel.height * wh])
+                found.append((float(detection.score[0]), box))
+        found.sort(key=lambda item: -float(item[1][2] * item[1][3]))
+        kept: list[tuple[float, np.ndarray]] = []
+        for score, box in found:  # the same face seen in two windows: keep the first (largest)
+            if all(_iou(box, other) < 0.3 for _, other in kept):
+                kept.append((score, box))
+        return kept
+
     def detect(self, image: np.ndarray) -> list[Face]:
         """Faces in an RGB uint8 ``(H, W, 3)`` image, largest first."""
         ...
@@ -160,9 +195,13 @@ class MediaPipeFaceAnalyzer:
         if self._detector is None:
             from mediapipe.python.solutions import face_detection, face_mesh
 
-            self._detector = face_detection.FaceDetection(
-                min_detection_confidence=self.min_detection_confidence, model_selection=1
-            )
+            # Full range (faces up to ~5 m) first; short range (close-ups) when it finds nothing.
+            self._detector = [
+                face_detection.FaceDetection(
+                    min_detection_confidence=self.min_detection_confidence, model_selection=selection
+                )
+                for selection in (1, 0)
+            ]
             self._mesh = face_mesh.FaceMesh(
                 static_image_mode=not self.video_mode,
                 max_num_faces=1,
@@ -173,7 +212,7 @@ class MediaPipeFaceAnalyzer:
 
     def close(self) -> None:
         with self._lock:
-            for graph in (self._detector, self._mesh):
+            for graph in [*(self._detector or []), self._mesh]:
                 if graph is not None:
                     graph.close()
             self._detector = self._mesh = None
@@ -186,6 +225,41 @@ class MediaPipeFaceAnalyzer:
         raw = np.array([(p.x, p.y, p.z) for p in result.multi_face_landmarks[0].landmark], dtype=np.float32)
         return np.stack([raw[:, 0] * w + x0, raw[:, 1] * h + y0, raw[:, 2] * w], axis=1)
 
+    def _detect_boxes(self, detectors: list[Any], image: np.ndarray) -> list[tuple[float, np.ndarray]]:
+        for detector in detectors:
+            boxes = self._detect_boxes_with(detector, image)
+            if boxes:
+                return boxes
+        return []
+
+    def _detect_boxes_with(self, detector: Any, image: np.ndarray) -> list[tuple[float, np.ndarray]]:
+        """Detector boxes ``(score, [x, y, w, h])`` in pixels, largest first.
+
+        The detector sees a square input, so in a very wide or tall photo a face shrinks to a few
+        pixels: such photos are also scanned in overlapping square windows.
+        """
+        height, width = image.shape[:2]
+        side = min(height, width)
+        windows = [(0, 0, width, height)]
+        if max(height, width) > 1.6 * side:
+            stride = side // 2
+            for offset in range(0, max(height, width) - side + stride, stride):
+                offset = min(offset, max(height, width) - side)
+                windows.append((offset, 0, side, side) if width > height else (0, offset, side, side))
+        found: list[tuple[float, np.ndarray]] = []
+        for wx, wy, ww, wh in windows:
+            result = detector.process(np.ascontiguousarray(image[wy : wy + wh, wx : wx + ww]))
+            for detection in result.detections or []:
+                rel = detection.location_data.relative_bounding_box
+                box = np.array([wx + rel.xmin * ww, wy + rel.ymin * wh, rel.width * ww, rel.height * wh])
+                found.append((float(detection.score[0]), box))
+        found.sort(key=lambda item: -float(item[1][2] * item[1][3]))
+        kept: list[tuple[float, np.ndarray]] = []
+        for score, box in found:  # the same face seen in two windows: keep the first (largest)
+            if all(_iou(box, other) < 0.3 for _, other in kept):
+                kept.append((score, box))
+        return kept
+
     def detect(self, image: np.ndarray) -> list[Face]:
         """Faces in an RGB uint8 ``(H, W, 3)`` image, largest first (empty list when none)."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -197,25 +271,27 @@ class MediaPipeFaceAnalyzer:
             if self.video_mode:
                 landmarks = self._mesh_in(mesh, image, 0, 0)
                 return [face_from_landmarks(landmarks)] if landmarks is not None else []
-            result = detector.process(np.ascontiguousarray(image))
-            detections = sorted(
-                result.detections or [],
-                key=lambda d: -d.location_data.relative_bounding_box.width
-                * d.location_data.relative_bounding_box.height,
-            )
-            for detection in detections[: self.max_faces]:
-                rel = detection.location_data.relative_bounding_box
-                cx, cy = (rel.xmin + rel.width / 2) * width, (rel.ymin + rel.height / 2) * height
-                half = max(rel.width * width, rel.height * height)  # crop 2x the box: the whole head
+            boxes = self._detect_boxes(detector, image)
+            for score, (bx, by, bw, bh) in boxes[: self.max_faces]:
+                cx, cy = bx + bw / 2, by + bh / 2
+                half = max(bw, bh)  # crop 2x the box: the whole head
                 x0, y0 = max(0, int(cx - half)), max(0, int(cy - half))
                 x1, y1 = min(width, int(cx + half)), min(height, int(cy + half))
                 if x1 - x0 < 8 or y1 - y0 < 8:
                     continue
                 landmarks = self._mesh_in(mesh, image[y0:y1, x0:x1], x0, y0)
                 if landmarks is not None:
-                    faces.append(face_from_landmarks(landmarks, score=float(detection.score[0])))
+                    faces.append(face_from_landmarks(landmarks, score=score))
         faces.sort(key=lambda f: -f.area)
         return faces
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two ``[x, y, w, h]`` boxes."""
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    return float(inter / max(a[2] * a[3] + b[2] * b[3] - inter, 1e-9))
 
 
 def select_face(faces: list[Face], face_index: int | None) -> Face:
@@ -238,24 +314,38 @@ def select_face(faces: list[Face], face_index: int | None) -> Face:
     return faces[face_index]
 
 
-def admit_portrait(image: np.ndarray, face_index: int | None = None, analyzer: FaceAnalyzer | None = None) -> Face:
+def admit_portrait(
+    image: np.ndarray,
+    face_index: int | None = None,
+    analyzer: FaceAnalyzer | None = None,
+    *,
+    min_face_size: float = MIN_FACE_SIZE_PX,
+    max_abs_yaw: float = MAX_ABS_YAW_DEG,
+) -> Face:
     """The submit-time check: is there one usable face in this portrait? Returns it.
+
+    Args:
+        image: RGB uint8 ``(H, W, 3)``, EXIF-oriented.
+        face_index: the face to animate (largest first); None for the largest.
+        analyzer: defaults to a process-wide ``MediaPipeFaceAnalyzer`` built on first use.
+        min_face_size: pixels, shorter side of the face box (``MIN_FACE_SIZE_PX`` by default).
+        max_abs_yaw: degrees (``MAX_ABS_YAW_DEG`` by default).
 
     Raises:
         EngineInputError: ``no_face_found``; ``multiple_faces`` (``face_index`` out of range);
-            ``face_too_small`` (shorter box side < ``MIN_FACE_SIZE_PX``); ``face_not_frontal``
-            (``|yaw| > MAX_ABS_YAW_DEG``).
+            ``face_too_small`` (shorter box side < ``min_face_size``); ``face_not_frontal``
+            (``|yaw| > max_abs_yaw``).
     """
     face = select_face((analyzer or _default_analyzer()).detect(image), face_index)
-    if face.size < MIN_FACE_SIZE_PX:
+    if face.size < min_face_size:
         raise EngineInputError(
             "face_too_small",
-            f"the face is {face.size:.0f} px, the minimum is {MIN_FACE_SIZE_PX} px: use a larger or closer photo",
+            f"the face is {face.size:.0f} px, the minimum is {min_face_size:.0f} px: use a larger or closer photo",
         )
-    if abs(face.yaw) > MAX_ABS_YAW_DEG:
+    if abs(face.yaw) > max_abs_yaw:
         raise EngineInputError(
             "face_not_frontal",
-            f"the head is turned {abs(face.yaw):.0f} degrees, the maximum is {MAX_ABS_YAW_DEG:.0f}",
+            f"the head is turned {abs(face.yaw):.0f} degrees, the maximum is {max_abs_yaw:.0f}",
         )
     return face
 
@@ -285,7 +375,9 @@ class FaceCrop:
     matrix: np.ndarray
 
 
-def crop_square(face: Face, image_shape: tuple[int, ...], margin: float = CROP_MARGIN) -> tuple[float, float, float]:
+def crop_square(
+    face: Face, image_shape: tuple[int, ...], margin: float = CROP_MARGIN
+) -> tuple[float, float, float]:
     """Centre x, centre y and side (source pixels) of the crop window of ``crop_around_face``.
 
     The side is ``(1 + 2 * margin) * max(box width, box height)``, at most the image's shorter side
@@ -309,7 +401,9 @@ def crop_around_face(image: np.ndarray, face: Face, size: int, margin: float = C
     """Square crop around ``face`` resized to ``size`` (see ``crop_square``); keeps the affine."""
     cx, cy, side = crop_square(face, image.shape, margin)
     scale = size / side
-    matrix = np.array([[scale, 0.0, size / 2 - scale * cx], [0.0, scale, size / 2 - scale * cy]], dtype=np.float64)
+    matrix = np.array(
+        [[scale, 0.0, size / 2 - scale * cx], [0.0, scale, size / 2 - scale * cy]], dtype=np.float64
+    )
     interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
     crop = cv2.warpAffine(image, matrix, (size, size), flags=interpolation, borderMode=cv2.BORDER_REPLICATE)
     return FaceCrop(image=crop, matrix=matrix)
@@ -352,7 +446,7 @@ class PasteBack:
         max_side: int = PASTE_MAX_SIDE,
         feather: float = 0.08,
     ):
-        self.height, self.width, scale = paste_geometry(original.shape, max_side)
+        self.height, self.width, _ = paste_geometry(original.shape, max_side)
         self.background = cv2.resize(original, (self.width, self.height), interpolation=cv2.INTER_AREA)
         scale_xy = np.diag([self.width / original.shape[1], self.height / original.shape[0]])
         # crop pixel -> source pixel -> output pixel

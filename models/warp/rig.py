@@ -1,0 +1,285 @@
+"""The face rig of the warp engine: control points, motion bases and the dense warp they drive.
+
+Built once per job from the portrait's face mesh (in crop pixels). A frame is described by a small
+coefficient vector (``COEFFICIENTS``); each coefficient moves the control points along a fixed basis
+(jaw opening, lip spreading, lip rounding, blink, head yaw/pitch/roll/shift). Control points are the
+478 mesh landmarks, an ellipse of points around the head (hair, ears, neck follow the head), points
+just above the lower inner lip that ride with the upper jaw (teeth stay rigid when the jaw drops) and
+fixed points on the crop border (the background stays put).
+
+Dense warp: the control points are triangulated once (Delaunay) and a coarse grid of about 128 x 128
+points gets its piecewise-affine (barycentric) weights, so a frame's grid displacement is a single
+``(grid, K) @ (K,)`` product. The backward map is the fixed-point inverse of that forward field,
+upsampled to full resolution and applied with ``cv2.remap``. Where the lips part, the tear between
+the upper teeth line and the lower lip is painted with a dark mouth interior.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy.spatial import Delaunay
+
+COEFFICIENTS = ("jaw", "wide", "round", "blink", "yaw", "pitch", "roll", "shift_x", "shift_y")
+"""Per-frame coefficients: jaw/wide/round/blink in 0..1; yaw/pitch/roll in radians; shifts in crop px."""
+
+# mediapipe mesh topology (left to right in the image for a frontal face).
+INNER_UPPER_LIP = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
+INNER_LOWER_LIP = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308)
+OUTER_UPPER_LIP = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291)
+OUTER_LOWER_LIP = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291)
+MOUTH_CORNERS = (61, 291, 78, 308)
+EYES = (
+    # (upper lid incl. corners, lower lid incl. corners)
+    ((33, 246, 161, 160, 159, 158, 157, 173, 133), (33, 7, 163, 144, 145, 153, 154, 155, 133)),
+    ((362, 398, 384, 385, 386, 387, 388, 466, 263), (362, 382, 381, 380, 374, 373, 390, 249, 263)),
+)
+CHEEKS, FOREHEAD, CHIN = (234, 454), 10, 152
+
+JAW_OPEN = 0.27
+"""Lower lip drop at jaw=1, as a fraction of the mouth width."""
+LIP_SPREAD = 0.10
+LIP_ROUND = 0.12
+"""Mouth corner travel at wide=1 / round=1, as a fraction of the mouth width."""
+RING_HEAD_WEIGHT = 0.35
+"""How much the ellipse of points around the head (hair, ears, neck) follows the head motion."""
+NEWTON_STEPS = 3
+MOUTH_COLOR = np.array([30.0, 11.0, 13.0], dtype=np.float32)
+"""Mouth interior. Kept flat and dark: a lit tongue reads as closed lips to a landmark detector."""
+
+
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3 - 2 * x)
+
+
+@dataclass
+class Rig:
+    """Control points, bases and the grid weights of one portrait crop.
+
+    Attributes:
+        size: crop side in pixels.
+        points: float64 ``(N, 2)`` control points at rest (crop pixels).
+        bases: float64 ``(N, 2, K)`` displacement of each point per unit of each coefficient.
+        grid_bases: float32 ``(Gh, Gw, 2, K)`` the same, interpolated on the coarse grid.
+        step: grid spacing in pixels.
+        teeth_line: indices into ``points`` of the upper-jaw points above the lower inner lip.
+    """
+
+    size: int
+    points: np.ndarray
+    bases: np.ndarray
+    grid_bases: np.ndarray
+    step: int
+    teeth_line: np.ndarray
+
+    def displaced_points(self, coefficients: np.ndarray) -> np.ndarray:
+        """``(N, 2)`` control points of a frame."""
+        return self.points + self.bases @ coefficients
+
+    def render(self, crop: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
+        """Warp ``crop`` (uint8 ``(size, size, 3)``) by ``coefficients`` (``(K,)``); returns uint8."""
+        size, step = self.size, self.step
+        forward: np.ndarray = self.grid_bases @ coefficients.astype(np.float32)  # (Gh, Gw, 2) in pixels
+        gh, gw = forward.shape[:2]
+        grid_x = ((np.arange(gw, dtype=np.float32) + 0.5) * step - 0.5)[None, :]
+        grid_y = ((np.arange(gh, dtype=np.float32) + 0.5) * step - 0.5)[:, None]
+        # Backward map: solve q + forward(q) = p for q on the grid with Newton steps. (A plain
+        # fixed-point iteration crawls where the warp squeezes hard, e.g. a closing eyelid.)
+        d_dy, d_dx = np.gradient(forward, axis=(0, 1))
+        jacobian = np.concatenate([d_dx / step, d_dy / step], axis=2)  # dfx/dx, dfy/dx, dfx/dy, dfy/dy
+        jacobian[..., 0] += 1.0
+        jacobian[..., 3] += 1.0
+        q_x = grid_x - forward[..., 0]
+        q_y = grid_y - forward[..., 1]
+        for _ in range(NEWTON_STEPS):
+            sample_x = (q_x + 0.5) / step - 0.5
+            sample_y = (q_y + 0.5) / step - 0.5
+            d = cv2.remap(forward, sample_x, sample_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            j = cv2.remap(jacobian, sample_x, sample_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            r_x = grid_x - q_x - d[..., 0]
+            r_y = grid_y - q_y - d[..., 1]
+            det = np.maximum(j[..., 0] * j[..., 3] - j[..., 1] * j[..., 2], 0.05)
+            q_x = q_x + (j[..., 3] * r_x - j[..., 2] * r_y) / det
+            q_y = q_y + (j[..., 0] * r_y - j[..., 1] * r_x) / det
+        backward = np.stack([grid_x - q_x, grid_y - q_y], axis=2)
+        dense = cv2.resize(backward, (size, size), interpolation=cv2.INTER_LINEAR) if step > 1 else backward
+        base = np.arange(size, dtype=np.float32)
+        map_x = base[None, :] - dense[..., 0]
+        map_y = base[:, None] - dense[..., 1]
+        frame = cv2.remap(crop, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        self._paint_mouth(frame, self.displaced_points(coefficients))
+        return frame
+
+    def _paint_mouth(self, frame: np.ndarray, moved: np.ndarray) -> None:
+        """Dark interior between the teeth line and the lower inner lip, where the lips have parted."""
+        top = moved[self.teeth_line]
+        bottom = moved[list(INNER_LOWER_LIP[1:-1])][::-1]
+        corners = moved[[INNER_LOWER_LIP[0], INNER_LOWER_LIP[-1]]]
+        polygon = np.concatenate([corners[:1], top, corners[1:], bottom])
+        gap = float(np.max(bottom[::-1, 1] - top[:, 1]))
+        if gap < 0.5:
+            return
+        x0, y0 = np.floor(polygon.min(axis=0)).astype(int) - 3
+        x1, y1 = np.ceil(polygon.max(axis=0)).astype(int) + 4
+        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(self.size, x1), min(self.size, y1)
+        if x1 <= x0 or y1 <= y0:
+            return
+        mask = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
+        shift = 3
+        vertices = np.round((polygon - (x0, y0)) * (1 << shift)).astype(np.int32)
+        cv2.fillPoly(mask, [vertices], (255,), lineType=cv2.LINE_AA, shift=shift)
+        soft = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), sigmaX=max(0.6, self.size / 400))
+        # A thin opening is a shadow more than a hole: fade in over the first few pixels of gap.
+        alpha = (soft * 0.95 * min(1.0, gap / max(2.0, self.size / 128)))[..., None]
+        region = frame[y0:y1, x0:x1].astype(np.float32)
+        frame[y0:y1, x0:x1] = np.clip(region + (MOUTH_COLOR - region) * alpha + 0.5, 0, 255).astype(np.uint8)
+
+
+def build_rig(landmarks: np.ndarray, size: int) -> Rig:
+    """Build the rig of a crop.
+
+    Args:
+        landmarks: float ``(478, 3)`` face mesh in crop pixels (z scaled like x).
+        size: crop side.
+    """
+    mesh = np.asarray(landmarks, dtype=np.float64)
+    xy, z = mesh[:, :2], mesh[:, 2]
+    n_mesh = len(mesh)
+    mouth_width = float(np.linalg.norm(xy[MOUTH_CORNERS[0]] - xy[MOUTH_CORNERS[1]]))
+    face_width = float(np.linalg.norm(xy[CHEEKS[0]] - xy[CHEEKS[1]]))
+    box_min, box_max = xy.min(axis=0), xy.max(axis=0)
+    centre = (box_min + box_max) / 2
+    half = (box_max - box_min) / 2
+
+    # Extra control points: a ring around the head, the teeth line, the crop border.
+    angles = np.linspace(0, 2 * np.pi, 28, endpoint=False)
+    ring = centre + np.stack([np.cos(angles) * half[0] * 1.4, np.sin(angles) * half[1] * 1.35], axis=1)
+    ring = ring[(ring > 1).all(axis=1) & (ring < size - 2).all(axis=1)]
+    lower_inner = list(INNER_LOWER_LIP[1:-1])
+    upper_inner = list(INNER_UPPER_LIP[1:-1])
+    teeth = xy[lower_inner] - (
+        0.0,
+        min(0.75, 0.5 * float(np.min(xy[lower_inner, 1] - xy[upper_inner, 1])) + 0.25),
+    )
+    edge = np.linspace(-1.0, size, 9)
+    border = np.unique(
+        np.concatenate(
+            [
+                np.stack([edge, np.full_like(edge, -1.0)], 1),
+                np.stack([edge, np.full_like(edge, size)], 1),
+                np.stack([np.full_like(edge, -1.0), edge], 1),
+                np.stack([np.full_like(edge, size), edge], 1),
+            ]
+        ),
+        axis=0,
+    )
+    points = np.concatenate([xy, ring, teeth, border])
+    n_ring, n_teeth = len(ring), len(teeth)
+    ring_slice = slice(n_mesh, n_mesh + n_ring)
+    teeth_slice = slice(n_mesh + n_ring, n_mesh + n_ring + n_teeth)
+    bases = np.zeros((len(points), 2, len(COEFFICIENTS)))
+
+    # jaw: everything below the lip seam drops, fading sideways towards the ears; the upper lip lifts
+    # a little; the teeth line stays with the upper jaw.
+    seam_x = xy[list(INNER_LOWER_LIP), 0]
+    seam_y = (xy[list(INNER_LOWER_LIP), 1] + xy[list(INNER_UPPER_LIP), 1]) / 2
+    order = np.argsort(seam_x)
+    mouth_y = float(seam_y.mean())
+    lower_height = max(1.0, float(xy[CHIN, 1]) - mouth_y)
+    mouth_cx = float(xy[list(MOUTH_CORNERS[:2]), 0].mean())
+    jaw_px = JAW_OPEN * mouth_width
+
+    def jaw_weight(p: np.ndarray) -> np.ndarray:
+        seam = np.interp(p[:, 0], seam_x[order], seam_y[order])
+        below = _smoothstep((p[:, 1] - seam) / (0.12 * lower_height))
+        sideways = np.exp(-(((p[:, 0] - mouth_cx) / (0.42 * face_width)) ** 4))
+        return below * sideways
+
+    bases[:n_mesh, 1, 0] = jaw_px * jaw_weight(xy)
+    sideways = np.exp(-(((xy[:, 0] - mouth_cx) / (0.42 * face_width)) ** 4))
+    # The lower lip drops most in the middle: an open mouth is rounded, not a box.
+    from_centre = np.clip(np.abs(xy[:, 0] - mouth_cx) / (0.5 * mouth_width), 0.0, 1.0)
+    for index in (*INNER_LOWER_LIP[1:-1], *OUTER_LOWER_LIP[1:-1]):
+        bases[index, 1, 0] = jaw_px * sideways[index] * (1 - 0.55 * from_centre[index] ** 2)
+    for index in (*INNER_UPPER_LIP[1:-1], *OUTER_UPPER_LIP[1:-1]):
+        bases[index, 1, 0] = -0.12 * jaw_px
+    for index in MOUTH_CORNERS:
+        bases[index, 1, 0] = 0.4 * jaw_px
+    bases[ring_slice, 1, 0] = 0.3 * jaw_px * jaw_weight(ring)
+    bases[teeth_slice, :, 0] = bases[upper_inner, :, 0]
+
+    # wide / round: the mouth corners move out / in, dragging the lips and cheeks around them.
+    sigma = 0.35 * mouth_width
+    on_face = np.zeros(len(points))
+    on_face[:n_mesh] = 1.0
+    on_face[teeth_slice] = 1.0
+    for corner_pair, direction in ((MOUTH_CORNERS[0::2], -1.0), (MOUTH_CORNERS[1::2], 1.0)):
+        corner = xy[list(corner_pair)].mean(axis=0)
+        falloff = np.exp(-np.sum((points - corner) ** 2, axis=1) / (2 * sigma**2)) * on_face
+        bases[:, 0, 1] += direction * LIP_SPREAD * mouth_width * falloff
+        bases[:, 0, 2] -= direction * LIP_ROUND * mouth_width * falloff
+    # Rounded lips part a little.
+    bases[:, 1, 2] += 0.3 * bases[:, 1, 0] / max(jaw_px, 1e-6) * LIP_ROUND * mouth_width
+
+    # blink: the upper lid slides down onto the lower lid; skin above it stretches, the eye
+    # opening (iris included) is squeezed towards the lower lid.
+    for upper_lid, lower_lid in EYES:
+        upper = xy[list(upper_lid)]
+        lower = xy[list(lower_lid)]
+        eye_width = float(np.ptp(upper[:, 0]))
+        u_order, l_order = np.argsort(upper[:, 0]), np.argsort(lower[:, 0])
+        inside = (xy[:, 0] > upper[:, 0].min()) & (xy[:, 0] < upper[:, 0].max())
+        px, py = xy[:, 0], xy[:, 1]
+        upper_y = np.interp(px, upper[u_order, 0], upper[u_order, 1])
+        lower_y = np.interp(px, lower[l_order, 0], lower[l_order, 1])
+        brow_y = upper_y - 0.6 * eye_width
+        gap = np.maximum(lower_y - upper_y, 0.0)
+        above = (py >= brow_y) & (py <= upper_y)
+        between = (py > upper_y) & (py <= lower_y)
+        profile = np.zeros(n_mesh)
+        profile[above] = (py[above] - brow_y[above]) / (upper_y[above] - brow_y[above])
+        profile[between] = (lower_y[between] - py[between]) / np.maximum(gap[between], 1e-6)
+        bases[:n_mesh, 1, 3] += np.where(inside, 0.9 * gap * profile, 0.0)
+
+    # head: small rotations (linearised) and shifts; mesh points follow fully, the ring partly.
+    weight = np.zeros(len(points))
+    weight[:n_mesh] = 1.0
+    weight[ring_slice] = RING_HEAD_WEIGHT
+    weight[teeth_slice] = 1.0
+    depth = np.zeros(len(points))
+    axis_z = float(z[list(CHEEKS)].mean()) + 0.4 * face_width  # a vertical axis behind the face
+    depth[:n_mesh] = axis_z - z
+    depth[n_mesh:] = axis_z - float(z[list(CHEEKS)].mean())
+    depth[teeth_slice] = axis_z - z[lower_inner]
+    pivot = np.array([centre[0], float(xy[CHIN, 1]) + 0.3 * lower_height])
+    bases[:, 0, 4] = weight * depth
+    bases[:, 1, 5] = weight * depth
+    bases[:, 0, 6] = -weight * (points[:, 1] - pivot[1])
+    bases[:, 1, 6] = weight * (points[:, 0] - pivot[0])
+    bases[:, 0, 7] = weight
+    bases[:, 1, 8] = weight
+
+    step = max(1, round(size / 128))
+    grid_bases = _grid_bases(points, bases, size, step)
+    teeth_line = np.arange(teeth_slice.start, teeth_slice.stop)
+    return Rig(size=size, points=points, bases=bases, grid_bases=grid_bases, step=step, teeth_line=teeth_line)
+
+
+def _grid_bases(points: np.ndarray, bases: np.ndarray, size: int, step: int) -> np.ndarray:
+    """Piecewise-affine interpolation of the bases on a grid of spacing ``step``: ``(Gh, Gw, 2, K)``."""
+    count = int(np.ceil(size / step))
+    coords = (np.arange(count) + 0.5) * step - 0.5
+    gx, gy = np.meshgrid(coords, coords)
+    query = np.stack([gx.ravel(), gy.ravel()], axis=1)
+    triangulation = Delaunay(points)
+    simplex = triangulation.find_simplex(query)
+    simplex = np.where(simplex < 0, triangulation.find_simplex(np.clip(query, 0, size - 1)), simplex)
+    transform = triangulation.transform[simplex]
+    partial = np.einsum("nij,nj->ni", transform[:, :2], query - transform[:, 2])
+    weights = np.concatenate([partial, 1 - partial.sum(axis=1, keepdims=True)], axis=1)
+    vertices = triangulation.simplices[simplex]
+    grid = np.einsum("nv,nvck->nck", weights, bases[vertices])
+    return grid.reshape(count, count, 2, bases.shape[2]).astype(np.float32)
