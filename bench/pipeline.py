@@ -1,0 +1,315 @@
+"""Benchmark the V-Express engine: frames per second and peak memory per audio length.
+
+Every case runs in its own process, so that its peak memory (``VmHWM`` of ``/proc/self/status`` on
+CPU, ``torch.cuda.max_memory_allocated`` on CUDA) is its own. Weights are random unless
+``--weights-dir`` is given (then the published checkpoint is loaded); the face is placed by a fixed
+keypoint analyzer so that face detection is not timed.
+
+Examples::
+
+    # constant memory for any audio length (tiny modules, CPU)
+    python -m bench.pipeline --config tiny --size 64 --steps 2 --seconds 10 120
+    # the real architecture at a small resolution on CPU, first 2 chunks only
+    python -m bench.pipeline --config full --size 64 --steps 2 --seconds 2 --max-chunks 2
+    # GPU, the reference settings
+    python -m bench.pipeline --config full --size 512 --steps 25 --seconds 10 120 --device cuda --dtype bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class CaseResult:
+    config: str
+    size: int
+    steps: int
+    device: str
+    dtype: str
+    continuity: str
+    seconds: float
+    frames: int
+    frames_rendered: int
+    chunks_rendered: int
+    prepare_s: float
+    render_s: float
+    frames_per_s: float
+    prepare_peak_mib: float
+    render_start_mib: float
+    render_peak_mib: float
+    memory_kind: str
+
+
+def peak_rss_mib() -> float:
+    """The process's peak resident set size (``VmHWM``) in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def reset_peak_rss() -> None:
+    """Reset ``VmHWM`` to the current RSS (Linux ``clear_refs`` 5), so later peaks are the render's own."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_memory_mib(device: Any) -> float:
+    import torch
+
+    if device.type == "cuda":
+        return float(torch.cuda.max_memory_allocated(device)) / 2**20
+    return peak_rss_mib()
+
+
+def reset_peak_memory(device: Any) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        reset_peak_rss()
+
+
+def random_full_components(device: str, dtype: Any) -> Any:
+    """Full-size V-Express modules, SD VAE and wav2vec2-base with random weights (nothing downloaded).
+
+    Parameters are allocated empty and filled with N(0, 0.02), much faster than the modules' own
+    initialisation at 2.2 billion parameters; the numbers are meaningless, the cost is real.
+    """
+    import torch
+    from diffusers import AutoencoderKL
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    from models.vexpress.audio import build_feature_extractor
+    from models.vexpress.checkpoint import build_modules
+    from models.vexpress.configs import sd15_unet_config
+    from models.vexpress.pipeline import VExpressComponents
+
+    modules = build_modules(sd15_unet_config(), device="meta", dtype=dtype)
+    for _, module in modules.items():
+        module.to_empty(device=device)
+        with torch.no_grad():
+            for parameter in module.parameters():
+                parameter.normal_(0.0, 0.02)
+            for buffer in module.buffers():
+                buffer.normal_(0.0, 0.02)
+    vae: Any = AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(128, 256, 512, 512),
+        layers_per_block=2,
+        latent_channels=4,
+        sample_size=512,
+    )
+    audio_encoder: Any = Wav2Vec2Model(Wav2Vec2Config())  # wav2vec2-base: 12 layers, hidden 768
+    return VExpressComponents(
+        modules=modules,
+        vae=vae.to(device=device, dtype=dtype).eval(),
+        audio_encoder=audio_encoder.to(device=device, dtype=dtype).eval(),
+        feature_extractor=build_feature_extractor(),
+    )
+
+
+def build_engine(args: argparse.Namespace) -> Any:
+    import torch
+
+    from models.vexpress.engine import VExpressEngine, load_components
+    from models.vexpress.pipeline import dtype_from_name
+    from models.vexpress.testing import FixedKeypointAnalyzer, tiny_components
+
+    device = torch.device(args.device)
+    dtype = dtype_from_name(args.dtype, device)
+    if args.weights_dir:
+        components = load_components(args.weights_dir, device, dtype)
+    elif args.config == "tiny":
+        components = tiny_components(seed=0, dtype=dtype)
+        for module in (components.vae, components.audio_encoder, *dict(components.modules.items()).values()):
+            module.to(device)
+    else:
+        components = random_full_components(args.device, dtype)
+    return VExpressEngine(
+        device=args.device, dtype=args.dtype, components=components, face_analyzer=FixedKeypointAnalyzer()
+    )
+
+
+def synthetic_speech(seconds: float) -> np.ndarray:
+    """A 180 Hz tone with a 3 Hz syllable envelope, float32 at 16 kHz, built in place (no float64 copies)."""
+    t = np.arange(int(seconds * 16000), dtype=np.float32) / np.float32(16000.0)
+    envelope = np.sin(np.float32(2 * np.pi * 3) * t)
+    envelope += 1.0
+    np.multiply(t, np.float32(2 * np.pi * 180), out=t)
+    np.sin(t, out=t)
+    t *= envelope
+    t *= np.float32(0.1)
+    return t
+
+
+def current_rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def run_case(args: argparse.Namespace, seconds: float) -> CaseResult:
+    """Render one job (or its first ``--max-chunks`` chunks) and measure it, in this process."""
+    import torch
+
+    from models.engine import RenderInputs, RenderParams
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    engine = build_engine(args)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (args.size, args.size, 3), dtype=np.uint8)
+    audio = synthetic_speech(seconds)
+    params = RenderParams(
+        fps=args.fps,
+        size=args.size,
+        seed=0,
+        head_motion="still",
+        num_inference_steps=args.steps,
+        continuity=args.continuity,
+    )
+    cuda = engine.device.type == "cuda"
+    reset_peak_memory(engine.device)
+    started = time.perf_counter()
+    prepared = engine.prepare(RenderInputs(image=image, audio=audio), params)
+    if cuda:
+        torch.cuda.synchronize(engine.device)
+    prepare_s = time.perf_counter() - started
+    prepare_peak = peak_memory_mib(engine.device)
+    # from here on: the chunks' own peak (models and prepared state included)
+    reset_peak_memory(engine.device)
+    render_start = float(torch.cuda.memory_allocated(engine.device)) / 2**20 if cuda else current_rss_mib()
+    chunks = engine.plan(prepared)
+    if args.max_chunks:
+        chunks = chunks[: args.max_chunks]
+    carry, frames_rendered = None, 0
+    started = time.perf_counter()
+    for chunk in chunks:
+        frames, carry = engine.render_chunk(prepared, chunk, carry)
+        frames_rendered += len(frames)
+        carry = type(carry).from_bytes(carry.to_bytes())  # as the runner stores and reloads it
+    if cuda:
+        torch.cuda.synchronize(engine.device)
+    render_s = time.perf_counter() - started
+    render_peak = peak_memory_mib(engine.device)
+    kind = "cuda max allocated" if cuda else "peak RSS (VmHWM)"
+    return CaseResult(
+        config=args.config if not args.weights_dir else "published",
+        size=args.size,
+        steps=args.steps,
+        device=str(engine.device),
+        dtype=str(engine.dtype).removeprefix("torch."),
+        continuity=args.continuity,
+        seconds=seconds,
+        frames=prepared.num_frames,
+        frames_rendered=frames_rendered,
+        chunks_rendered=len(chunks),
+        prepare_s=prepare_s,
+        render_s=render_s,
+        frames_per_s=frames_rendered / render_s if render_s > 0 else float("nan"),
+        prepare_peak_mib=prepare_peak,
+        render_start_mib=render_start,
+        render_peak_mib=render_peak,
+        memory_kind=kind,
+    )
+
+
+def format_table(results: list[CaseResult]) -> str:
+    header = (
+        "| config | size | steps | device | dtype | continuity | audio s | frames (rendered) | chunks "
+        "| prepare s | render s | frames/s | prepare peak MiB | render start MiB | render peak MiB |"
+    )
+    lines = [header, "|" + "---|" * 15]
+    for r in results:
+        lines.append(
+            f"| {r.config} | {r.size} | {r.steps} | {r.device} | {r.dtype} | {r.continuity} | {r.seconds:g} "
+            f"| {r.frames} ({r.frames_rendered}) | {r.chunks_rendered} | {r.prepare_s:.2f} | {r.render_s:.2f} "
+            f"| {r.frames_per_s:.2f} | {r.prepare_peak_mib:.0f} | {r.render_start_mib:.0f} | {r.render_peak_mib:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", choices=["tiny", "full"], default="tiny")
+    parser.add_argument(
+        "--weights-dir", default=None, help="load the published weights instead of random ones"
+    )
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--seconds", type=float, nargs="+", default=[10.0, 120.0])
+    parser.add_argument("--fps", type=float, default=25.0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--dtype", default=None, help="fp32, fp16 or bf16 (default: fp32 on CPU, bf16 on CUDA)"
+    )
+    parser.add_argument("--continuity", choices=["motion_frames", "overlap_average"], default="motion_frames")
+    parser.add_argument("--max-chunks", type=int, default=0, help="render only the first N chunks (0: all)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.single:
+        print(json.dumps(asdict(run_case(args, args.seconds[0]))))
+        return
+    results = []
+    passthrough = list(argv if argv is not None else sys.argv[1:])
+    for seconds in args.seconds:
+        command = [sys.executable, "-m", "bench.pipeline", *_without_seconds(passthrough)]
+        command += ["--seconds", str(seconds), "--single"]
+        completed = subprocess.run(command, capture_output=True, text=True, check=False)
+        if completed.returncode != 0:
+            sys.stderr.write(completed.stderr)
+            raise SystemExit(f"case {seconds} s failed (exit {completed.returncode})")
+        results.append(CaseResult(**json.loads(completed.stdout.strip().splitlines()[-1])))
+        print(f"done: {seconds} s of audio", file=sys.stderr)
+    print(f"machine: {platform.machine()} {_cpu_model()}, python {platform.python_version()}")
+    print(f"memory: {results[0].memory_kind}; render peak = highest during the chunks, models included")
+    print(format_table(results))
+
+
+def _without_seconds(argv: list[str]) -> list[str]:
+    """``argv`` without the ``--seconds`` option and its values."""
+    out, skipping = [], False
+    for arg in argv:
+        if arg == "--seconds":
+            skipping = True
+            continue
+        if skipping and not arg.startswith("--"):
+            continue
+        skipping = False
+        out.append(arg)
+    return out
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+if __name__ == "__main__":
+    main()

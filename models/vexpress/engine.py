@@ -1,0 +1,443 @@
+"""``VExpressEngine``: the V-Express diffusion model behind the engine seam (``models.engine``).
+
+Per job, ``prepare`` computes once: the face crop, the reference latents and the ReferenceNet bank,
+the per-frame keypoint sequence (still, sway or driving video) and the wav2vec2 tokens of the whole
+clip. ``render_chunk`` then renders one chunk from those, drawing the chunk's V-kps images and
+projecting its audio windows itself, so that only one chunk's tensors are alive at a time.
+
+Continuity (``RenderParams.continuity``):
+
+- ``motion_frames`` (default): chunk ``k > 0`` renders a window whose first ``motion_frames``
+  frames are the last frames of chunk ``k - 1``, held to their known latents at every step. The
+  ``ChunkCarry`` holds those latents and the noise generator's state, so a resumed job reproduces
+  an uninterrupted one exactly and memory does not depend on the clip length.
+- ``overlap_average``: the reference schedule, which needs the whole clip's latents at every step.
+  The first chunk rendered computes the latents of the whole clip (kept in the prepared state, about
+  ``64 KiB x frames`` at 512x512) and every chunk decodes its frames from them. A resumed job
+  recomputes them. For a clip of at most ``context_frames`` frames both modes give the same frames.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.engine import ChunkCarry, ChunkSpec, Frames, RenderInputs, RenderParams, num_frames_for
+from models.errors import EngineError, EngineInputError, WeightsError
+from models.vexpress.kps import (
+    Keypoints,
+    Retarget,
+    driving_video_kps,
+    retarget_kps,
+    still_kps,
+    sway_kps,
+    transform_kps,
+)
+from models.vexpress.pipeline import (
+    Continuity,
+    GuidanceOptions,
+    VExpressComponents,
+    VExpressPipeline,
+    as_uint8_state,
+    check_window_options,
+    dtype_from_name,
+    generator_from_state,
+    motion_frame_windows,
+)
+from models.vexpress.scheduler import build_scheduler
+
+logger = logging.getLogger(__name__)
+
+VAE_DIR = "sd-vae-ft-mse"
+AUDIO_ENCODER_DIR = "wav2vec2-base-960h"
+MIN_AUDIO_SAMPLES = 640
+"""Shorter audio is padded with silence: wav2vec2's convolutions need 400 samples for one token."""
+DEFAULT_SWAY_AMPLITUDE = 0.5
+
+
+@dataclass(frozen=True)
+class VExpressOptions:
+    """The resolved render options of one job (``RenderParams`` with the engine's defaults filled in)."""
+
+    num_inference_steps: int = 25
+    guidance_scale: float = 3.5
+    reference_attention_weight: float = 0.95
+    audio_attention_weight: float = 3.0
+    context_frames: int = 24
+    motion_frames: int = 4
+    continuity: Continuity = "motion_frames"
+    seed: int = 0
+    head_motion: str = "still"
+    sway_amplitude: float = 0.0
+    retarget: Retarget = "offset"
+    decode_batch_frames: int = 8
+
+    @property
+    def guidance(self) -> GuidanceOptions:
+        return GuidanceOptions(
+            self.guidance_scale, self.reference_attention_weight, self.audio_attention_weight
+        )
+
+
+@dataclass
+class VExpressPrepared:
+    """Per-job state (see ``models.engine.Prepared``); tensors live on the engine's device."""
+
+    num_frames: int
+    fps: float
+    height: int
+    width: int
+    options: VExpressOptions
+    crop_size: int
+    reference_bank: list[torch.Tensor]
+    audio_tokens: torch.Tensor
+    """`(2 * num_frames + 8, D)` padded per-frame wav2vec2 tokens (``models.vexpress.audio``)."""
+    kps_sequence: Keypoints
+    """`(num_frames, 3, 2)` keypoints in crop pixels."""
+    paste_back: Any = None
+    """``models.face.PasteBack`` for ``framing="full"``, else None."""
+    overlap_latents: torch.Tensor | None = field(default=None, repr=False)
+    """`(1, 4, num_frames, h, w)` float32 CPU latents of the whole clip (``overlap_average`` only)."""
+
+
+def missing_weight_files(weights_dir: str | Path) -> list[str]:
+    """Files the engine needs under ``weights_dir`` that are absent, as paths relative to it.
+
+    Layout: ``sd-vae-ft-mse/`` (diffusers AutoencoderKL), ``wav2vec2-base-960h/`` (transformers,
+    with its preprocessor config), plus the V-Express module files that
+    ``models.vexpress.checkpoint.missing_files`` lists.
+    """
+    root = Path(weights_dir)
+    missing: list[str] = []
+    alternatives = {
+        VAE_DIR: [("config.json",), ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")],
+        AUDIO_ENCODER_DIR: [
+            ("config.json",),
+            ("preprocessor_config.json",),
+            ("model.safetensors", "pytorch_model.bin"),
+        ],
+    }
+    for folder, groups in alternatives.items():
+        for names in groups:
+            if not any((root / folder / name).is_file() for name in names):
+                missing.append(" or ".join(f"{folder}/{name}" for name in names))
+    from models.vexpress.checkpoint import missing_files
+
+    missing.extend(missing_files(root))
+    return missing
+
+
+def load_components(weights_dir: str | Path, device: torch.device, dtype: torch.dtype) -> VExpressComponents:
+    """Load the published V-Express modules, the VAE and wav2vec2 from a local directory.
+
+    Raises:
+        WeightsError: listing every missing file, before anything is loaded.
+    """
+    root = Path(weights_dir)
+    missing = missing_weight_files(root)
+    if missing:
+        raise WeightsError(
+            f"the V-Express weights directory {root} is incomplete; missing: {', '.join(missing)}"
+        )
+    from diffusers import AutoencoderKL
+    from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    from models.vexpress.checkpoint import load_published
+
+    modules = load_published(root, device=device, dtype=dtype)
+    vae: Any = AutoencoderKL.from_pretrained(root / VAE_DIR, local_files_only=True)
+    audio_encoder: Any = Wav2Vec2Model.from_pretrained(root / AUDIO_ENCODER_DIR, local_files_only=True)
+    feature_extractor = Wav2Vec2FeatureExtractor.from_pretrained(
+        root / AUDIO_ENCODER_DIR, local_files_only=True
+    )
+    return VExpressComponents(
+        modules=modules,
+        vae=vae.to(device=device, dtype=dtype).eval(),
+        audio_encoder=audio_encoder.to(device=device, dtype=dtype).eval(),
+        feature_extractor=feature_extractor,
+    )
+
+
+def resolve_options(
+    params: RenderParams, *, has_driving_video: bool, defaults: VExpressOptions, max_context_frames: int = 32
+) -> VExpressOptions:
+    """Fill ``params``' unset diffusion options from ``defaults`` and check the combination.
+
+    ``head_motion``: ``"still"`` or ``0`` -> the reference keypoints for every frame; a float in
+    ``(0, 1]`` -> sway of that amplitude; ``"sway"`` -> sway of amplitude 0.5; ``"driving"`` or a
+    driving video among the inputs -> keypoints from the driving video, retargeted with
+    ``params.extra["retarget"]`` (``offset`` (default), ``naive`` or ``none``).
+
+    Raises:
+        EngineInputError: ``invalid_params``, naming the option and its value.
+    """
+
+    def pick(value: Any, default: Any) -> Any:
+        return default if value is None else value
+
+    options = replace(
+        defaults,
+        num_inference_steps=int(pick(params.num_inference_steps, defaults.num_inference_steps)),
+        guidance_scale=float(pick(params.guidance_scale, defaults.guidance_scale)),
+        reference_attention_weight=float(
+            pick(params.reference_attention_weight, defaults.reference_attention_weight)
+        ),
+        audio_attention_weight=float(pick(params.audio_attention_weight, defaults.audio_attention_weight)),
+        context_frames=int(pick(params.context_frames, defaults.context_frames)),
+        motion_frames=int(pick(params.motion_frames, defaults.motion_frames)),
+        continuity=pick(params.continuity, defaults.continuity),
+        seed=int(params.seed),
+        retarget=params.extra.get("retarget", defaults.retarget),
+    )
+    head_motion = params.head_motion
+    if has_driving_video or head_motion == "driving":
+        if not has_driving_video:
+            raise EngineInputError("invalid_params", "head_motion='driving' needs a driving_video")
+        options = replace(options, head_motion="driving")
+    elif head_motion == "still" or (isinstance(head_motion, int | float) and float(head_motion) == 0.0):
+        options = replace(options, head_motion="still")
+    elif head_motion == "sway":
+        options = replace(options, head_motion="sway", sway_amplitude=DEFAULT_SWAY_AMPLITUDE)
+    elif isinstance(head_motion, int | float) and 0.0 < float(head_motion) <= 1.0:
+        options = replace(options, head_motion="sway", sway_amplitude=float(head_motion))
+    else:
+        raise EngineInputError(
+            "invalid_params",
+            f"head_motion must be 'still', 'sway', 'driving' or in [0, 1], got {head_motion!r}",
+        )
+    try:
+        check_window_options(options.context_frames, options.motion_frames, max_context_frames)
+    except ValueError as error:
+        raise EngineInputError("invalid_params", str(error)) from None
+    checks = [
+        (1 <= options.num_inference_steps <= 1000, "num_inference_steps", options.num_inference_steps, "in [1, 1000]"),
+        (options.guidance_scale >= 0, "guidance_scale", options.guidance_scale, ">= 0"),
+        (options.continuity in ("motion_frames", "overlap_average"), "continuity", options.continuity,
+         "'motion_frames' or 'overlap_average'"),
+        (options.retarget in ("offset", "naive", "none"), "retarget", options.retarget, "'offset', 'naive' or 'none'"),
+        (params.size % 8 == 0 and params.size >= 32, "size", params.size, "a multiple of 8, >= 32"),
+        (params.fps > 0, "fps", params.fps, "> 0"),
+    ]  # fmt: skip
+    for ok, name, value, expected in checks:
+        if not ok:
+            raise EngineInputError("invalid_params", f"{name} must be {expected}, got {value!r}")
+    return options
+
+
+class VExpressEngine:
+    """The V-Express engine.
+
+    Args:
+        weights_dir: local directory with ``sd-vae-ft-mse/``, ``wav2vec2-base-960h/`` and the
+            V-Express module files (see ``missing_weight_files``); not read when ``components`` is given.
+        device: ``cuda`` when available, else ``cpu``.
+        dtype: ``fp16``, ``bf16`` or ``fp32``; default bf16 (or fp16) on CUDA, fp32 on CPU.
+        components: pre-built models (tests: ``models.vexpress.testing.tiny_components``).
+        face_analyzer: anything with ``detect(image) -> list[models.face.Face]``; default a
+            ``models.face.MediaPipeFaceAnalyzer``, built on first use.
+        default_options: overrides of ``VExpressOptions`` defaults (e.g. ``num_inference_steps``).
+
+    Raises:
+        WeightsError: ``weights_dir`` is missing or incomplete (the message lists the missing files).
+    """
+
+    name = "vexpress"
+
+    def __init__(
+        self,
+        weights_dir: str | Path | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        components: VExpressComponents | None = None,
+        face_analyzer: Any = None,
+        default_options: dict[str, Any] | None = None,
+        **_: Any,
+    ) -> None:
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.dtype = dtype_from_name(dtype, self.device)
+        if components is None:
+            if weights_dir is None:
+                raise WeightsError("the vexpress engine needs a weights directory (none configured)")
+            components = load_components(weights_dir, self.device, self.dtype)
+        self.pipeline = VExpressPipeline(components, self.device, self.dtype)
+        self.defaults = VExpressOptions(**(default_options or {}))
+        self._face_analyzer = face_analyzer
+        # the motion modules' position table bounds a window's length (32 in V-Express)
+        self.max_context_frames = int(getattr(components.modules.denoising_unet, "max_frames", None) or 32)
+
+    @property
+    def face_analyzer(self) -> Any:
+        if self._face_analyzer is None:
+            from models.face import MediaPipeFaceAnalyzer
+
+            self._face_analyzer = MediaPipeFaceAnalyzer()
+        return self._face_analyzer
+
+    def warmup(self) -> None:
+        """One 1-step render of 2 frames at 64x64 through every model (no face analysis)."""
+        size, num_frames = 64, 2
+        image = np.full((size, size, 3), 128, dtype=np.uint8)
+        kps = still_kps(np.array([[22, 28], [42, 28], [32, 38]], dtype=np.float32), num_frames)
+        audio = np.zeros(MIN_AUDIO_SAMPLES * 4, dtype=np.float32)
+        self.pipeline(image, kps, audio, num_inference_steps=1, context_frames=num_frames, motion_frames=0)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    # prepare ------------------------------------------------------------------------------------
+    def prepare(self, inputs: RenderInputs, params: RenderParams) -> VExpressPrepared:
+        from models.face import PasteBack, crop_around_face, select_face
+
+        options = resolve_options(
+            params,
+            has_driving_video=inputs.driving_video is not None,
+            defaults=self.defaults,
+            max_context_frames=self.max_context_frames,
+        )
+        if inputs.sample_rate != 16_000:
+            raise EngineError(f"vexpress expects 16 kHz audio, got {inputs.sample_rate} Hz")
+        num_frames = num_frames_for(inputs.duration_s, params.fps)
+        size = params.size
+        # Face crop: the model sees a square crop; its keypoints are the detection's, mapped into it.
+        face = select_face(self.face_analyzer.detect(inputs.image), params.face_index)
+        crop = crop_around_face(inputs.image, face, size)
+        reference_kps = transform_kps(np.asarray(face.keypoints)[:3], crop.matrix)
+        kps_sequence = self._kps_sequence(inputs, options, reference_kps, num_frames, params.fps)
+        paste = PasteBack(inputs.image, size, crop.matrix) if params.framing == "full" else None
+        height, width = (paste.height, paste.width) if paste is not None else (size, size)
+        # Reference latents and bank, audio tokens: once per job.
+        reference_latents = self.pipeline.encode_reference(crop.image)
+        bank = self.pipeline.reference_bank(reference_latents)
+        audio = np.asarray(inputs.audio, dtype=np.float32)
+        if len(audio) < MIN_AUDIO_SAMPLES:
+            audio = np.pad(audio, (0, MIN_AUDIO_SAMPLES - len(audio)))
+        audio_tokens = self.pipeline.encode_audio(audio, num_frames).cpu()
+        return VExpressPrepared(
+            num_frames=num_frames,
+            fps=float(params.fps),
+            height=height,
+            width=width,
+            options=options,
+            crop_size=size,
+            reference_bank=bank,
+            audio_tokens=audio_tokens,
+            kps_sequence=kps_sequence,
+            paste_back=paste,
+        )
+
+    def _kps_sequence(
+        self,
+        inputs: RenderInputs,
+        options: VExpressOptions,
+        reference_kps: Keypoints,
+        num_frames: int,
+        fps: float,
+    ) -> Keypoints:
+        if options.head_motion == "still":
+            return still_kps(reference_kps, num_frames)
+        if options.head_motion == "sway":
+            return sway_kps(reference_kps, num_frames, fps, options.sway_amplitude, seed=options.seed)
+        assert inputs.driving_video is not None
+        try:
+            driving = driving_video_kps(inputs.driving_video, self.face_analyzer, num_frames, fps)
+        except ValueError as error:
+            raise EngineInputError("invalid_driving_video", str(error)) from None
+        return retarget_kps(reference_kps, driving, options.retarget)
+
+    # plan -----------------------------------------------------------------------------------------
+    def plan(self, prepared: VExpressPrepared) -> list[ChunkSpec]:
+        """One chunk per window of the motion-frames schedule (its new frames), in both modes."""
+        options = prepared.options
+        windows = motion_frame_windows(prepared.num_frames, options.context_frames, options.motion_frames)
+        return [
+            ChunkSpec(index=index, start=start if index == 0 else start + options.motion_frames, stop=stop)
+            for index, (start, stop) in enumerate(windows)
+        ]
+
+    # render ---------------------------------------------------------------------------------------
+    def render_chunk(
+        self, prepared: VExpressPrepared, chunk: ChunkSpec, carry: ChunkCarry | None
+    ) -> tuple[Frames, ChunkCarry]:
+        options = prepared.options
+        if carry is not None and carry.meta.get("continuity", options.continuity) != options.continuity:
+            raise EngineError(
+                f"carry of a {carry.meta.get('continuity')} job given to a {options.continuity} job"
+            )
+        if options.continuity == "overlap_average":
+            latents = self._overlap_latents(prepared)[:, :, chunk.start : chunk.stop]
+            next_carry = ChunkCarry(meta={"continuity": options.continuity, "chunk_index": chunk.index})
+            if chunk.stop >= prepared.num_frames:
+                prepared.overlap_latents = None  # the last chunk: free the clip's latents
+        else:
+            latents, next_carry = self._render_motion_frames_chunk(prepared, chunk, carry)
+        frames = self.pipeline.decode_latents(latents, options.decode_batch_frames)
+        if prepared.paste_back is not None:
+            frames = prepared.paste_back(frames)
+        return frames, next_carry
+
+    def _conditions(self, prepared: VExpressPrepared, start: int, stop: int) -> Any:
+        pipeline, size = self.pipeline, prepared.crop_size
+        tokens = pipeline.project_audio(prepared.audio_tokens, start, stop)
+        features = pipeline.kps_features(prepared.kps_sequence[start:stop], size, size)
+        return pipeline.window_conditions(
+            tokens, features, prepared.reference_bank, prepared.options.guidance
+        )
+
+    def _render_motion_frames_chunk(
+        self, prepared: VExpressPrepared, chunk: ChunkSpec, carry: ChunkCarry | None
+    ) -> tuple[torch.Tensor, ChunkCarry]:
+        options = prepared.options
+        windows = motion_frame_windows(prepared.num_frames, options.context_frames, options.motion_frames)
+        if not 0 <= chunk.index < len(windows):
+            raise EngineError(f"chunk {chunk.index} is not in this job's plan of {len(windows)} chunks")
+        start, stop = windows[chunk.index]
+        motion_latents = None
+        if chunk.index == 0:
+            generator = torch.Generator().manual_seed(options.seed)
+        else:
+            if carry is None:
+                raise EngineError(f"chunk {chunk.index} needs the carry of chunk {chunk.index - 1}")
+            generator = generator_from_state(carry.arrays["generator_state"])
+            if options.motion_frames:
+                motion_latents = torch.from_numpy(carry.arrays["motion_latents"]).float()
+        num_motion = 0 if motion_latents is None else options.motion_frames
+        if chunk.start != start + num_motion or chunk.stop != stop:
+            raise EngineError(f"chunk {chunk} does not match the plan's window [{start}, {stop})")
+        latents = self.pipeline.denoise_chunk(
+            stop - start - num_motion,
+            self._conditions(prepared, start, stop),
+            options.guidance,
+            build_scheduler(options.num_inference_steps),
+            generator,
+            motion_latents=motion_latents,
+        )
+        last = latents[:, :, latents.shape[2] - options.motion_frames :]
+        next_carry = ChunkCarry(
+            arrays={
+                "motion_latents": last.numpy().astype(np.float32),
+                "generator_state": as_uint8_state(generator),
+            },
+            meta={"continuity": options.continuity, "chunk_index": chunk.index, "frames_done": chunk.stop},
+        )
+        return latents[:, :, num_motion:], next_carry
+
+    def _overlap_latents(self, prepared: VExpressPrepared) -> torch.Tensor:
+        """The whole clip's denoised latents of the overlap-average schedule, computed once per job."""
+        if prepared.overlap_latents is None:
+            options = prepared.options
+            size = prepared.crop_size
+            generator = torch.Generator().manual_seed(options.seed)
+            noise = self.pipeline.draw_noise((1, 4, prepared.num_frames, size // 8, size // 8), generator)
+            prepared.overlap_latents = self.pipeline.denoise_overlap_average(
+                noise,
+                lambda start, stop: self._conditions(prepared, start, stop),
+                options.guidance,
+                build_scheduler(options.num_inference_steps),
+                context_frames=options.context_frames,
+                motion_frames=options.motion_frames,
+            )
+        return prepared.overlap_latents

@@ -1,0 +1,147 @@
+"""Tiny random-weight V-Express components, for tests and for a tiny engine that renders in seconds on CPU.
+
+The layout is the real one (SD1.5 block structure, motion modules, guider, perceiver projection,
+AutoencoderKL, wav2vec2 with a group-norm feature encoder and the 320-sample hop) at widths of
+8-64 channels, so that every code path runs as at full size.
+
+For an end-to-end job through the service::
+
+    from models.vexpress.testing import tiny_engine
+    engine = tiny_engine()                   # VExpressEngine on CPU, fp32, 2 steps by default
+    # submit the job with size=64 (or 32..128): the tiny UNet's cost grows with the square of it
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from diffusers import AutoencoderKL
+from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+from models.vexpress.audio import build_feature_extractor
+from models.vexpress.pipeline import VExpressComponents
+
+
+def tiny_vae() -> Any:
+    """AutoencoderKL with the SD layout (4 blocks, 8x downsampling, 4 latent channels), 8-16 channels wide."""
+    vae: Any = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 16, 16),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=64,
+    )
+    return vae.eval()
+
+
+def tiny_audio_encoder(hidden_size: int) -> Any:
+    """wav2vec2-base's feature encoder (7 convs, hop 320, group norm) and one transformer layer, narrow."""
+    config = Wav2Vec2Config(
+        hidden_size=hidden_size,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden_size,
+        conv_dim=(16,) * 7,
+        conv_stride=(5, 2, 2, 2, 2, 2, 2),
+        conv_kernel=(10, 3, 3, 3, 3, 2, 2),
+        feat_extract_norm="group",
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        do_stable_layer_norm=False,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        feat_proj_dropout=0.0,
+        layerdrop=0.0,
+        mask_time_prob=0.0,
+        vocab_size=8,
+    )
+    encoder: Any = Wav2Vec2Model(config)
+    return encoder.eval()
+
+
+def tiny_components(seed: int = 0, dtype: torch.dtype = torch.float32) -> VExpressComponents:
+    """Random-weight tiny components, the same for the same seed (CPU)."""
+    from models.vexpress.checkpoint import build_modules
+    from models.vexpress.configs import tiny_audio_projection_config, tiny_guider_config, tiny_unet_config
+
+    torch.manual_seed(seed)
+    projection_config = tiny_audio_projection_config()
+    modules = build_modules(
+        tiny_unet_config(),
+        guider_config=tiny_guider_config(),
+        audio_projection_config=projection_config,
+        dtype=dtype,
+    )
+    for module in (
+        modules.reference_net,
+        modules.denoising_unet,
+        modules.v_kps_guider,
+        modules.audio_projection,
+    ):
+        module.eval()
+    return VExpressComponents(
+        modules=modules,
+        vae=tiny_vae().to(dtype),
+        audio_encoder=tiny_audio_encoder(int(projection_config["embedding_dim"])).to(dtype),
+        feature_extractor=build_feature_extractor(),
+    )
+
+
+tiny_engine_components = tiny_components
+
+
+class FixedKeypointAnalyzer:
+    """A face analyzer for tests: one face with fixed keypoints, placed relative to the image size.
+
+    ``keypoints`` are fractions of (width, height) for the five insightface points; the box spans
+    the middle half of the image. Returns ``models.face.Face`` objects, so that crop and paste-back
+    run as with a real detector.
+    """
+
+    def __init__(self, keypoints: npt.NDArray[np.float32] | None = None) -> None:
+        default = [[0.38, 0.42], [0.62, 0.42], [0.5, 0.55], [0.41, 0.66], [0.59, 0.66]]
+        self.keypoints = np.asarray(default if keypoints is None else keypoints, dtype=np.float32)
+
+    def detect(self, image: npt.NDArray[np.uint8]) -> list[Any]:
+        from models.face import Face
+
+        height, width = image.shape[:2]
+        scale = np.array([width, height], dtype=np.float32)
+        box = np.array([0.25 * width, 0.25 * height, 0.75 * width, 0.75 * height], dtype=np.float32)
+        return [
+            Face(
+                box=box,
+                landmarks=np.zeros((478, 3), dtype=np.float32),
+                keypoints=self.keypoints * scale,
+                yaw=0.0,
+                pitch=0.0,
+                roll=0.0,
+                mouth_open=0.0,
+                eyes_open=0.3,
+            )
+        ]
+
+
+def tiny_engine(seed: int = 0, face_analyzer: Any = None, **default_options: Any) -> Any:
+    """A ``VExpressEngine`` on tiny random weights (CPU, fp32), 2 denoising steps unless overridden.
+
+    ``face_analyzer`` defaults to MediaPipe (use ``FixedKeypointAnalyzer()`` for images without a face).
+    """
+    from models.vexpress.engine import VExpressEngine
+
+    default_options.setdefault("num_inference_steps", 2)
+    return VExpressEngine(
+        device="cpu",
+        dtype="fp32",
+        components=tiny_components(seed),
+        face_analyzer=face_analyzer,
+        default_options=default_options,
+    )
