@@ -11,6 +11,8 @@ ENGINES: dict[str, str] = {
     "warp": "models.warp.engine:WarpEngine",
     "vexpress": "models.vexpress.engine:VExpressEngine",
     "test": "models.testing:PatternEngine",
+    # the vexpress pipeline on tiny random weights: exercises the whole diffusion path without weights
+    "vexpress-tiny": "models.vexpress.testing:tiny_engine",
 }
 
 

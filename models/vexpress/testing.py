@@ -130,10 +130,18 @@ class FixedKeypointAnalyzer:
         ]
 
 
-def tiny_engine(seed: int = 0, face_analyzer: Any = None, **default_options: Any) -> Any:
+def tiny_engine(
+    seed: int = 0,
+    face_analyzer: Any = None,
+    device: str = "cpu",
+    weights_dir: Any = None,
+    **default_options: Any,
+) -> Any:
     """A ``VExpressEngine`` on tiny random weights (CPU, fp32), 2 denoising steps unless overridden.
 
     ``face_analyzer`` defaults to MediaPipe (use ``FixedKeypointAnalyzer()`` for images without a face).
+    ``device`` and ``weights_dir`` are what every engine is given by the worker; the tiny weights are
+    always built on the CPU and ``weights_dir`` is ignored.
     """
     from models.vexpress.engine import VExpressEngine
 

@@ -182,3 +182,34 @@ def test_default_warp_engine_full_framing_keeps_the_photo_aspect(redis_url: str,
         info = probe_video(path)
         assert info.frames == 30
         assert abs(info.width / info.height - width / height) < 0.02
+
+
+def test_tiny_vexpress_engine_through_the_service(redis_url: str, tmp_path: Path) -> None:
+    """The diffusion engine (tiny random weights) behind the real API and worker, chunked with motion frames."""
+    env = {
+        "PARLA_REDIS_URL": redis_url,
+        "PARLA_AUTH_DISABLED": "true",
+        "PARLA_ENGINE": "vexpress-tiny",
+        "PARLA_STORAGE_DIR": str(tmp_path / "storage"),
+    }
+    files = {"image": ("p.png", (ASSETS / "portrait.png").read_bytes()), "audio": ("a.wav", wav_bytes(1.3))}
+    fields = {
+        "size": "64",
+        "fps": "25",
+        "context_frames": "12",
+        "motion_frames": "4",
+        "num_inference_steps": "2",
+    }
+    with (
+        Stack(env, workers=1, state_dir=tmp_path) as stack,
+        httpx.Client(base_url=stack.base_url, timeout=60) as client,
+    ):
+        response = client.post("/v1/videos", files=files, data=fields)
+        assert response.status_code == 202, response.text
+        job = wait_for(client, response.json()["id"], lambda j: j["status"] in ("succeeded", "failed"), 240)
+        assert job["status"] == "succeeded", job
+        assert job["progress"]["chunks_total"] >= 3 and job["progress"]["frames_done"] == 32
+        path = tmp_path / "vexpress.mp4"
+        path.write_bytes(client.get(f"/v1/videos/{job['id']}/video").content)
+        info = probe_video(path)
+        assert (info.frames, info.width, info.height) == (32, 64, 64) and info.audio_codec == "aac"
