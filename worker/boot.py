@@ -19,6 +19,7 @@ from core.storage import storage_from_settings, video_url
 from core.webhook_outbox import WebhookOutbox
 from core.webhooks import parse_secrets
 from models.engine import Engine
+from models.errors import WeightsError
 from models.registry import build_engine
 from worker import tasks
 from worker.metrics import start_metrics_server
@@ -48,7 +49,10 @@ def load_engine(settings: Settings) -> Engine:
     if settings.weights_dir is not None:
         options.setdefault("weights_dir", settings.weights_dir)
     started = time.perf_counter()
-    engine = build_engine(settings.engine, **options)
+    try:
+        engine = build_engine(settings.engine, **options)
+    except WeightsError as exc:
+        raise SystemExit(f"worker cannot start engine {settings.engine!r}: {exc}") from None
     engine.warmup()
     log.info(
         "engine %s ready in %.1f s (options %s)", settings.engine, time.perf_counter() - started, options
