@@ -259,6 +259,7 @@ def convert_to_safetensors(
         partial = target.with_suffix(".safetensors.partial")
         save_file(_unshared(state), str(partial), metadata={"format": CONVERTED_FORMAT, "module": name})
         os.replace(partial, target)
+        target.chmod(0o644)  # safetensors writes 0600; workers may run as another user than the converter
         dtypes = sorted({str(tensor.dtype).removeprefix("torch.") for tensor in state.values()})
         manifest["modules"][name] = {
             "file": target.name,
