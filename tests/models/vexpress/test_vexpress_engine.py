@@ -229,3 +229,51 @@ def test_the_sample_portrait_renders_with_mediapipe() -> None:
     engine.warmup()
     frames, _ = engine.render_chunk(prepared, engine.plan(prepared)[0], None)
     assert frames.shape == (5, 48, 48, 3) and frames.dtype == np.uint8
+
+
+def test_the_engine_satisfies_the_engine_protocol(engine: VExpressEngine) -> None:
+    from models.engine import Engine, Prepared
+
+    assert isinstance(engine, Engine) and engine.name == "vexpress"
+    assert isinstance(engine.prepare(inputs(0.2), params()), Prepared)
+
+
+class SpotFaceAnalyzer:
+    """Test analyzer: a face whose nose is the brightest pixel, eyes 8 px to each side and 10 px above."""
+
+    def detect(self, image: np.ndarray) -> list[object]:
+        from models.face import Face
+
+        gray = image.astype(np.float32).sum(axis=2)
+        if gray.max() < 300:
+            return []
+        y, x = (float(v) for v in np.unravel_index(int(gray.argmax()), gray.shape))
+        keypoints = np.array(
+            [[x - 8, y - 10], [x + 8, y - 10], [x, y], [x - 5, y + 8], [x + 5, y + 8]], np.float32
+        )
+        box = np.array([x - 12, y - 16, x + 12, y + 14], np.float32)
+        return [Face(box, np.zeros((478, 3), np.float32), keypoints, 0.0, 0.0, 0.0, 0.0, 0.3)]
+
+
+def test_a_driving_video_moves_the_keypoints_by_half_the_scaled_nose_motion() -> None:
+    from models.vexpress.testing import tiny_engine
+    from tests.models.vexpress.test_vexpress_kps import encode_moving_dot_video
+
+    engine = tiny_engine(seed=0, face_analyzer=SpotFaceAnalyzer())
+    image = np.zeros((64, 64, 3), dtype=np.uint8)
+    image[30:34, 30:34] = 255
+    video = encode_moving_dot_video(num_frames=8, fps=10)  # the dot moves 4 px right per frame
+    job_inputs = RenderInputs(image=image, audio=inputs(0.8).audio, driving_video=video)
+    prepared = engine.prepare(job_inputs, params(head_motion="still"))  # a driving video wins
+    still = engine.prepare(RenderInputs(image=image, audio=inputs(0.8).audio), params()).kps_sequence
+    assert prepared.options.head_motion == "driving"
+    np.testing.assert_allclose(prepared.kps_sequence[0], still[0], atol=1e-3)
+    # offset retargeting: the portrait's keypoints move by minus half the nose motion, scaled
+    # from the driving face (eye distance 16 px) to the crop's face
+    shift = prepared.kps_sequence[:, 2, 0] - still[:, 2, 0]
+    assert np.all(np.diff(shift) <= 1e-4) and shift[-1] < -1.0
+    frames, _ = engine.render_chunk(prepared, engine.plan(prepared)[0], None)
+    assert frames.shape == (6, SIZE, SIZE, 3)
+    with pytest.raises(EngineInputError) as caught:
+        engine.prepare(RenderInputs(image=image, audio=inputs(0.8).audio, driving_video=b"junk"), params())
+    assert caught.value.code == "invalid_driving_video"
