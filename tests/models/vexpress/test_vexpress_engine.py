@@ -277,3 +277,49 @@ def test_a_driving_video_moves_the_keypoints_by_half_the_scaled_nose_motion() ->
     with pytest.raises(EngineInputError) as caught:
         engine.prepare(RenderInputs(image=image, audio=inputs(0.8).audio, driving_video=b"junk"), params())
     assert caught.value.code == "invalid_driving_video"
+
+
+def test_an_engine_loaded_from_a_weights_dir_renders_the_same_frames(
+    engine: VExpressEngine, tmp_path: Path
+) -> None:
+    from models.vexpress.checkpoint import save_published
+    from models.vexpress.configs import tiny_audio_projection_config, tiny_guider_config, tiny_unet_config
+    from models.vexpress.testing import FixedKeypointAnalyzer
+
+    components = engine.pipeline.components
+    weights = tmp_path / "weights"
+    save_published(components.modules, weights, tiny_unet_config(), dtype=torch.float32)
+    components.vae.save_pretrained(weights / "sd-vae-ft-mse")
+    components.audio_encoder.save_pretrained(weights / "wav2vec2-base-960h")
+    components.feature_extractor.save_pretrained(weights / "wav2vec2-base-960h")
+    assert missing_weight_files(weights) == []
+    options = {
+        "device": "cpu",
+        "dtype": "fp32",
+        "face_analyzer": FixedKeypointAnalyzer(),
+        "default_options": {"num_inference_steps": 2},
+        "module_configs": {
+            "guider_config": tiny_guider_config(),
+            "audio_projection_config": tiny_audio_projection_config(),
+        },
+    }
+    expected, _ = render_all(engine, inputs(0.8), params())
+    np.testing.assert_array_equal(
+        render_all(VExpressEngine(weights_dir=weights, **options), inputs(0.8), params())[0], expected
+    )
+    # our converted copy: made on the first boot, then enough without the pickled module files
+    converted = tmp_path / "converted"
+    VExpressEngine(weights_dir=weights, converted_dir=converted, **options)
+    for published in (weights / "v-express").iterdir():
+        published.unlink()
+    assert missing_weight_files(weights, converted) == []
+    reloaded = VExpressEngine(weights_dir=weights, converted_dir=converted, **options)
+    # Same values; not the same frames bit for bit: the memory-mapped safetensors are not 64-byte
+    # aligned, so CPU kernels round differently (1e-6), which the tiny UNet's 1-2-channel
+    # GroupNorms amplify.
+    for name, module in components.modules.items():
+        loaded_state = getattr(reloaded.pipeline.components.modules, name).state_dict()
+        assert all(torch.equal(value, loaded_state[key]) for key, value in module.state_dict().items())
+    assert render_all(reloaded, inputs(0.8), params())[0].shape == expected.shape
+    with pytest.raises(WeightsError, match=r"reference_net\.bin"):
+        VExpressEngine(weights_dir=weights, **options)
