@@ -323,3 +323,21 @@ def test_an_engine_loaded_from_a_weights_dir_renders_the_same_frames(
     assert render_all(reloaded, inputs(0.8), params())[0].shape == expected.shape
     with pytest.raises(WeightsError, match=r"reference_net\.bin"):
         VExpressEngine(weights_dir=weights, **options)
+
+
+def test_half_precision_renders_and_carries_float32_latents() -> None:
+    from models.vexpress.testing import FixedKeypointAnalyzer, tiny_components
+
+    half = VExpressEngine(
+        device="cpu",
+        dtype="bf16",
+        components=tiny_components(seed=0, dtype=torch.bfloat16),
+        face_analyzer=FixedKeypointAnalyzer(),
+        default_options={"num_inference_steps": 2},
+    )
+    assert half.dtype == torch.bfloat16
+    frames, carries = render_all(half, inputs(1.0), params())
+    assert frames.shape == (10, SIZE, SIZE, 3) and frames.std() > 1.0
+    carry = ChunkCarry.from_bytes(carries[-1])
+    assert carry.arrays["motion_latents"].dtype == np.float32
+    assert np.all(np.isfinite(carry.arrays["motion_latents"]))
