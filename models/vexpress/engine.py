@@ -105,13 +105,16 @@ class VExpressPrepared:
     """`(1, 4, num_frames, h, w)` float32 CPU latents of the whole clip (``overlap_average`` only)."""
 
 
-def missing_weight_files(weights_dir: str | Path) -> list[str]:
-    """Files the engine needs under ``weights_dir`` that are absent, as paths relative to it.
+def missing_weight_files(weights_dir: str | Path, converted_dir: str | Path | None = None) -> list[str]:
+    """Files the engine needs that are absent, as paths relative to ``weights_dir``.
 
     Layout: ``sd-vae-ft-mse/`` (diffusers AutoencoderKL), ``wav2vec2-base-960h/`` (transformers,
     with its preprocessor config), plus the V-Express module files that
-    ``models.vexpress.checkpoint.missing_files`` lists.
+    ``models.vexpress.checkpoint.missing_files`` lists, which are not needed when ``converted_dir``
+    already holds a converted copy (its ``manifest.json``).
     """
+    from models.vexpress.checkpoint import CONVERTED_MANIFEST, missing_files
+
     root = Path(weights_dir)
     missing: list[str] = []
     alternatives = {
@@ -126,35 +129,63 @@ def missing_weight_files(weights_dir: str | Path) -> list[str]:
         for names in groups:
             if not any((root / folder / name).is_file() for name in names):
                 missing.append(" or ".join(f"{folder}/{name}" for name in names))
-    from models.vexpress.checkpoint import missing_files
-
-    missing.extend(missing_files(root))
+    if converted_dir is None or not (Path(converted_dir) / CONVERTED_MANIFEST).is_file():
+        missing.extend(missing_files(root))
     return missing
 
 
-def load_components(weights_dir: str | Path, device: torch.device, dtype: torch.dtype) -> VExpressComponents:
-    """Load the published V-Express modules, the VAE and wav2vec2 from a local directory.
+def load_components(
+    weights_dir: str | Path,
+    device: torch.device,
+    dtype: torch.dtype,
+    *,
+    converted_dir: str | Path | None = None,
+    module_configs: dict[str, Any] | None = None,
+) -> VExpressComponents:
+    """Load the V-Express modules, the VAE and wav2vec2 from local directories.
+
+    Args:
+        weights_dir: the published layout (see ``missing_weight_files``).
+        converted_dir: when given, the modules come from our safetensors layout there
+            (``models.vexpress.checkpoint.load_converted``); it is made from ``weights_dir`` on first
+            use (``convert_to_safetensors``), so later boots skip the pickled files.
+        module_configs: ``guider_config`` / ``audio_projection_config`` for checkpoints of another
+            size than the published one (tests); the published sizes by default.
 
     Raises:
-        WeightsError: listing every missing file, before anything is loaded.
+        WeightsError: listing every missing file, before anything is loaded; or from the strict loaders.
     """
+    from diffusers import AutoencoderKL
+    from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    from models.vexpress.checkpoint import (
+        CONVERTED_MANIFEST,
+        convert_to_safetensors,
+        load_converted,
+        load_published,
+    )
+
     root = Path(weights_dir)
-    missing = missing_weight_files(root)
+    missing = missing_weight_files(root, converted_dir)
     if missing:
         raise WeightsError(
             f"the V-Express weights directory {root} is incomplete; missing: {', '.join(missing)}"
         )
-    from diffusers import AutoencoderKL
-    from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
-
-    from models.vexpress.checkpoint import load_published
-
-    modules = load_published(root, device=device, dtype=dtype)
+    configs = module_configs or {}
+    if converted_dir is None:
+        modules = load_published(root, device=device, dtype=dtype, **configs)
+    else:
+        converted = Path(converted_dir)
+        if not (converted / CONVERTED_MANIFEST).is_file():
+            logger.info("converting the V-Express weights in %s to %s (once)", root, converted)
+            convert_to_safetensors(root, converted, **configs)
+        modules = load_converted(converted, device=device, dtype=dtype)
     vae: Any = AutoencoderKL.from_pretrained(root / VAE_DIR, local_files_only=True)
     audio_encoder: Any = Wav2Vec2Model.from_pretrained(root / AUDIO_ENCODER_DIR, local_files_only=True)
     feature_extractor = Wav2Vec2FeatureExtractor.from_pretrained(
         root / AUDIO_ENCODER_DIR, local_files_only=True
     )
+    logger.info("V-Express loaded from %s on %s in %s", converted_dir or root, device, dtype)
     return VExpressComponents(
         modules=modules,
         vae=vae.to(device=device, dtype=dtype).eval(),
@@ -241,6 +272,9 @@ class VExpressEngine:
         face_analyzer: anything with ``detect(image) -> list[models.face.Face]``; default a
             ``models.face.MediaPipeFaceAnalyzer``, built on first use.
         default_options: overrides of ``VExpressOptions`` defaults (e.g. ``num_inference_steps``).
+        converted_dir: our safetensors copy of the module files (made on first boot when absent);
+            see ``load_components``.
+        module_configs: guider / audio projection configs of a non-published checkpoint size.
 
     Raises:
         WeightsError: ``weights_dir`` is missing or incomplete (the message lists the missing files).
@@ -256,6 +290,8 @@ class VExpressEngine:
         components: VExpressComponents | None = None,
         face_analyzer: Any = None,
         default_options: dict[str, Any] | None = None,
+        converted_dir: str | Path | None = None,
+        module_configs: dict[str, Any] | None = None,
         **_: Any,
     ) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -263,7 +299,13 @@ class VExpressEngine:
         if components is None:
             if weights_dir is None:
                 raise WeightsError("the vexpress engine needs a weights directory (none configured)")
-            components = load_components(weights_dir, self.device, self.dtype)
+            components = load_components(
+                weights_dir,
+                self.device,
+                self.dtype,
+                converted_dir=converted_dir,
+                module_configs=module_configs,
+            )
         self.pipeline = VExpressPipeline(components, self.device, self.dtype)
         self.defaults = VExpressOptions(**(default_options or {}))
         self._face_analyzer = face_analyzer

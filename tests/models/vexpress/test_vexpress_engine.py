@@ -229,3 +229,115 @@ def test_the_sample_portrait_renders_with_mediapipe() -> None:
     engine.warmup()
     frames, _ = engine.render_chunk(prepared, engine.plan(prepared)[0], None)
     assert frames.shape == (5, 48, 48, 3) and frames.dtype == np.uint8
+
+
+def test_the_engine_satisfies_the_engine_protocol(engine: VExpressEngine) -> None:
+    from models.engine import Engine, Prepared
+
+    assert isinstance(engine, Engine) and engine.name == "vexpress"
+    assert isinstance(engine.prepare(inputs(0.2), params()), Prepared)
+
+
+class SpotFaceAnalyzer:
+    """Test analyzer: a face whose nose is the brightest pixel, eyes 8 px to each side and 10 px above."""
+
+    def detect(self, image: np.ndarray) -> list[object]:
+        from models.face import Face
+
+        gray = image.astype(np.float32).sum(axis=2)
+        if gray.max() < 300:
+            return []
+        y, x = (float(v) for v in np.unravel_index(int(gray.argmax()), gray.shape))
+        keypoints = np.array(
+            [[x - 8, y - 10], [x + 8, y - 10], [x, y], [x - 5, y + 8], [x + 5, y + 8]], np.float32
+        )
+        box = np.array([x - 12, y - 16, x + 12, y + 14], np.float32)
+        return [Face(box, np.zeros((478, 3), np.float32), keypoints, 0.0, 0.0, 0.0, 0.0, 0.3)]
+
+
+def test_a_driving_video_moves_the_keypoints_by_half_the_scaled_nose_motion() -> None:
+    from models.vexpress.testing import tiny_engine
+    from tests.models.vexpress.test_vexpress_kps import encode_moving_dot_video
+
+    engine = tiny_engine(seed=0, face_analyzer=SpotFaceAnalyzer())
+    image = np.zeros((64, 64, 3), dtype=np.uint8)
+    image[30:34, 30:34] = 255
+    video = encode_moving_dot_video(num_frames=8, fps=10)  # the dot moves 4 px right per frame
+    job_inputs = RenderInputs(image=image, audio=inputs(0.8).audio, driving_video=video)
+    prepared = engine.prepare(job_inputs, params(head_motion="still"))  # a driving video wins
+    still = engine.prepare(RenderInputs(image=image, audio=inputs(0.8).audio), params()).kps_sequence
+    assert prepared.options.head_motion == "driving"
+    np.testing.assert_allclose(prepared.kps_sequence[0], still[0], atol=1e-3)
+    # offset retargeting: the portrait's keypoints move by minus half the nose motion, scaled
+    # from the driving face (eye distance 16 px) to the crop's face
+    shift = prepared.kps_sequence[:, 2, 0] - still[:, 2, 0]
+    assert np.all(np.diff(shift) <= 1e-4) and shift[-1] < -1.0
+    frames, _ = engine.render_chunk(prepared, engine.plan(prepared)[0], None)
+    assert frames.shape == (6, SIZE, SIZE, 3)
+    with pytest.raises(EngineInputError) as caught:
+        engine.prepare(RenderInputs(image=image, audio=inputs(0.8).audio, driving_video=b"junk"), params())
+    assert caught.value.code == "invalid_driving_video"
+
+
+def test_an_engine_loaded_from_a_weights_dir_renders_the_same_frames(
+    engine: VExpressEngine, tmp_path: Path
+) -> None:
+    from models.vexpress.checkpoint import save_published
+    from models.vexpress.configs import tiny_audio_projection_config, tiny_guider_config, tiny_unet_config
+    from models.vexpress.testing import FixedKeypointAnalyzer
+
+    components = engine.pipeline.components
+    weights = tmp_path / "weights"
+    save_published(components.modules, weights, tiny_unet_config(), dtype=torch.float32)
+    components.vae.save_pretrained(weights / "sd-vae-ft-mse")
+    components.audio_encoder.save_pretrained(weights / "wav2vec2-base-960h")
+    components.feature_extractor.save_pretrained(weights / "wav2vec2-base-960h")
+    assert missing_weight_files(weights) == []
+    options = {
+        "device": "cpu",
+        "dtype": "fp32",
+        "face_analyzer": FixedKeypointAnalyzer(),
+        "default_options": {"num_inference_steps": 2},
+        "module_configs": {
+            "guider_config": tiny_guider_config(),
+            "audio_projection_config": tiny_audio_projection_config(),
+        },
+    }
+    expected, _ = render_all(engine, inputs(0.8), params())
+    np.testing.assert_array_equal(
+        render_all(VExpressEngine(weights_dir=weights, **options), inputs(0.8), params())[0], expected
+    )
+    # our converted copy: made on the first boot, then enough without the pickled module files
+    converted = tmp_path / "converted"
+    VExpressEngine(weights_dir=weights, converted_dir=converted, **options)
+    for published in (weights / "v-express").iterdir():
+        published.unlink()
+    assert missing_weight_files(weights, converted) == []
+    reloaded = VExpressEngine(weights_dir=weights, converted_dir=converted, **options)
+    # Same values; not the same frames bit for bit: the memory-mapped safetensors are not 64-byte
+    # aligned, so CPU kernels round differently (1e-6), which the tiny UNet's 1-2-channel
+    # GroupNorms amplify.
+    for name, module in components.modules.items():
+        loaded_state = getattr(reloaded.pipeline.components.modules, name).state_dict()
+        assert all(torch.equal(value, loaded_state[key]) for key, value in module.state_dict().items())
+    assert render_all(reloaded, inputs(0.8), params())[0].shape == expected.shape
+    with pytest.raises(WeightsError, match=r"reference_net\.bin"):
+        VExpressEngine(weights_dir=weights, **options)
+
+
+def test_half_precision_renders_and_carries_float32_latents() -> None:
+    from models.vexpress.testing import FixedKeypointAnalyzer, tiny_components
+
+    half = VExpressEngine(
+        device="cpu",
+        dtype="bf16",
+        components=tiny_components(seed=0, dtype=torch.bfloat16),
+        face_analyzer=FixedKeypointAnalyzer(),
+        default_options={"num_inference_steps": 2},
+    )
+    assert half.dtype == torch.bfloat16
+    frames, carries = render_all(half, inputs(1.0), params())
+    assert frames.shape == (10, SIZE, SIZE, 3) and frames.std() > 1.0
+    carry = ChunkCarry.from_bytes(carries[-1])
+    assert carry.arrays["motion_latents"].dtype == np.float32
+    assert np.all(np.isfinite(carry.arrays["motion_latents"]))
