@@ -76,7 +76,7 @@ class RenderParams:
     seed: int = 0
     framing: Framing = "crop"
     face_index: int | None = None
-    head_motion: float | HeadMotion = 0.5
+    head_motion: float | HeadMotion | None = None  # None: the engine's default (warp 0.5, vexpress still)
     num_inference_steps: int | None = None
     guidance_scale: float | None = None
     reference_attention_weight: float | None = None

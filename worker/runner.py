@@ -66,8 +66,7 @@ def render_params(options: RenderOptions) -> RenderParams:
             "face_index",
         )
     }
-    if options.head_motion is not None:
-        values["head_motion"] = options.head_motion
+    values["head_motion"] = options.head_motion
     return RenderParams(
         fps=options.fps, size=options.size, seed=options.seed or 0, framing=options.framing, **values
     )

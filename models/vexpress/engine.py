@@ -226,7 +226,9 @@ def resolve_options(
         retarget=params.extra.get("retarget", defaults.retarget),
     )
     head_motion = params.head_motion
-    if has_driving_video or head_motion == "driving":
+    if head_motion is None and not has_driving_video:
+        pass  # the engine's default (``defaults.head_motion``: the reference's still keypoints)
+    elif has_driving_video or head_motion == "driving":
         if not has_driving_video:
             raise EngineInputError("invalid_params", "head_motion='driving' needs a driving_video")
         options = replace(options, head_motion="driving")

@@ -71,7 +71,9 @@ class WarpPrepared:
     paste: PasteBack | None
 
 
-def _head_motion(value: float | str) -> float:
+def _head_motion(value: float | str | None) -> float:
+    if value is None:
+        return DEFAULT_HEAD_MOTION
     if isinstance(value, str):
         if value not in HEAD_MOTION_PRESETS:
             raise EngineInputError(
@@ -81,6 +83,10 @@ def _head_motion(value: float | str) -> float:
     if not 0.0 <= float(value) <= 1.0:
         raise EngineInputError("invalid_params", f"head_motion must be between 0 and 1, got {value}")
     return float(value)
+
+
+DEFAULT_HEAD_MOTION = 0.5
+"""``head_motion`` of a job that does not set it: a little motion that follows the prosody."""
 
 
 class WarpEngine:

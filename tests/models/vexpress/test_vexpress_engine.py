@@ -341,3 +341,13 @@ def test_half_precision_renders_and_carries_float32_latents() -> None:
     carry = ChunkCarry.from_bytes(carries[-1])
     assert carry.arrays["motion_latents"].dtype == np.float32
     assert np.all(np.isfinite(carry.arrays["motion_latents"]))
+
+
+def test_head_motion_left_unset_is_the_reference_still_keypoints() -> None:
+    from models.engine import RenderParams
+    from models.vexpress.engine import VExpressOptions, resolve_options
+
+    unset = resolve_options(RenderParams(), has_driving_video=False, defaults=VExpressOptions())
+    assert unset.head_motion == "still"
+    sway = resolve_options(RenderParams(head_motion=0.4), has_driving_video=False, defaults=VExpressOptions())
+    assert sway.head_motion == "sway"

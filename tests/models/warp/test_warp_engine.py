@@ -134,3 +134,10 @@ def test_carry_must_match_the_chunk(engine: WarpEngine, inputs: RenderInputs) ->
     _, carry = engine.render_chunk(prepared, ChunkSpec(0, 0, 10), None)
     with pytest.raises(ValueError, match="carry is for frame 10"):
         engine.render_chunk(prepared, ChunkSpec(2, 20, 30), carry)
+
+
+def test_head_motion_left_unset_is_the_documented_default() -> None:
+    from models.warp.engine import DEFAULT_HEAD_MOTION, _head_motion
+
+    assert _head_motion(None) == DEFAULT_HEAD_MOTION == 0.5
+    assert _head_motion(0.2) == 0.2
