@@ -14,13 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import cast
+
+from bench.machine import cpu_model
 
 ASSETS = Path(__file__).resolve().parents[1] / "tests" / "assets"
 
@@ -64,16 +65,6 @@ def measure(
     }
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engines", default="warp")
@@ -99,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         **{k: str(args.threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")},
     }
     print(
-        f"CPU: {_cpu_model()}, {os.cpu_count()} cores visible, {args.threads} threads; {args.seconds:g} s of speech"
+        f"CPU: {cpu_model()}, {os.cpu_count()} cores visible, {args.threads} threads; {args.seconds:g} s of speech"
     )
     print(
         f"{'engine':<10} {'framing':<8} {'size':>5} {'output':>10} {'frames':>7} {'prepare s':>10} {'frames/s':>9} {'peak RSS MB':>12}"

@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.machine import cpu_model
+
 
 @dataclass
 class CaseResult:
@@ -282,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"case {seconds} s failed (exit {completed.returncode})")
         results.append(CaseResult(**json.loads(completed.stdout.strip().splitlines()[-1])))
         print(f"done: {seconds} s of audio", file=sys.stderr)
-    print(f"machine: {platform.machine()} {_cpu_model()}, python {platform.python_version()}")
+    print(f"machine: {platform.machine()} {cpu_model()}, python {platform.python_version()}")
     print(f"memory: {results[0].memory_kind}; render peak = highest during the chunks, models included")
     print(format_table(results))
 
@@ -299,16 +301,6 @@ def _without_seconds(argv: list[str]) -> list[str]:
         skipping = False
         out.append(arg)
     return out
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":
