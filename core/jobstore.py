@@ -20,7 +20,7 @@ from typing import Any, cast
 
 import redis
 
-from core.errors import Conflict, NotFound
+from core.errors import Conflict, InvalidInput, NotFound
 from core.jobs import Job, JobError, JobStatus, Progress, RenderOptions, VideoResult, utcnow
 
 IDEMPOTENCY_TTL_S = 24 * 3600
@@ -103,7 +103,7 @@ class JobStore:
         max_score: str = "+inf"
         if cursor:
             if not cursor.isdigit():
-                raise NotFound("invalid cursor", code="invalid_cursor", status_code=400)
+                raise InvalidInput("invalid cursor", code="invalid_cursor", status_code=400)
             max_score = f"({cursor}"
         rows = self.redis.zrevrangebyscore(
             self._index_key(tenant), max_score, "-inf", start=0, num=limit + 1, withscores=True

@@ -170,18 +170,7 @@ def load_published(
     if unet_config is None:
         unet_config = _read_json(weights_dir / UNET_CONFIG_PATH)
     modules = _build_for_loading(unet_config, guider_config, audio_projection_config, dtype)
-    folder = weights_dir / VEXPRESS_DIR
-
-    for name, module in modules.items():
-        files = [file for file, target in PUBLISHED_FILES.items() if target == name]
-        state = _read_bin(folder / files[0])
-        check_keys(module, state, f"{VEXPRESS_DIR}/{files[0]}")
-        for extra_file in files[1:]:
-            # motion_module.bin: exactly the motion-module keys; its values replace the full file's.
-            extra = _read_bin(folder / extra_file)
-            check_keys(module, extra, f"{VEXPRESS_DIR}/{extra_file}", only=lambda key: "motion_module" in key)
-            state.update(extra)
-            del extra
+    for _, module, state in _published_states(weights_dir, modules):
         _assign(module, state, device, dtype)
         del state
     return modules
@@ -245,16 +234,7 @@ def convert_to_safetensors(
         "unet_config": CONVERTED_UNET_CONFIG,
         "modules": {},
     }
-    folder = weights_dir / VEXPRESS_DIR
-    for name, module in modules.items():
-        files = [file for file, target in PUBLISHED_FILES.items() if target == name]
-        state = _read_bin(folder / files[0])
-        check_keys(module, state, f"{VEXPRESS_DIR}/{files[0]}")
-        for extra_file in files[1:]:
-            extra = _read_bin(folder / extra_file)
-            check_keys(module, extra, f"{VEXPRESS_DIR}/{extra_file}", only=lambda key: "motion_module" in key)
-            state.update(extra)
-            del extra
+    for name, module, state in _published_states(weights_dir, modules):
         target = out_dir / f"{name}.safetensors"
         partial = target.with_suffix(".safetensors.partial")
         save_file(_unshared(state), str(partial), metadata={"format": CONVERTED_FORMAT, "module": name})
@@ -326,6 +306,24 @@ def assert_materialized(module: nn.Module, label: str) -> None:
         raise WeightsError(
             f"{label}: {len(on_meta)} tensors left unfilled on the meta device: {_listing(on_meta)}"
         )
+
+
+def _published_states(
+    weights_dir: Path, modules: VExpressModules
+) -> Iterator[tuple[str, nn.Module, dict[str, Any]]]:
+    """Each module (name, module) with its checked state dict from the published files, one at a time."""
+    folder = weights_dir / VEXPRESS_DIR
+    for name, module in modules.items():
+        files = [file for file, target in PUBLISHED_FILES.items() if target == name]
+        state = _read_bin(folder / files[0])
+        check_keys(module, state, f"{VEXPRESS_DIR}/{files[0]}")
+        for extra_file in files[1:]:
+            # motion_module.bin: exactly the motion-module keys; its values replace the full file's.
+            extra = _read_bin(folder / extra_file)
+            check_keys(module, extra, f"{VEXPRESS_DIR}/{extra_file}", only=lambda key: "motion_module" in key)
+            state.update(extra)
+            del extra
+        yield name, module, state
 
 
 def _build_for_loading(

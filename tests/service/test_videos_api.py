@@ -203,3 +203,8 @@ def test_webhook_url_is_checked_when_webhooks_are_configured(settings: Any) -> N
         accepted = submit(client, webhook_url="https://example.com/h", webhook_events="video.succeeded")
         assert accepted.status_code == 202
         assert accepted.json()["params"]["webhook_events"] == ["video.succeeded"]
+
+
+def test_invalid_list_cursor_is_400_with_code(client: TestClient) -> None:
+    response = client.get("/v1/videos", params={"cursor": "not-a-cursor"})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_cursor"
