@@ -6,10 +6,16 @@ from typing import Any
 
 
 class ParlaError(Exception):
-    """Base of Parla's errors."""
+    """Base of Parla's errors.
+
+    ``retryable`` sorts the infrastructure's transient faults (storage or Redis briefly away: the
+    job is given back and resumes from its last checkpoint) from everything else (the caller's
+    fault, or a real failure: the job fails once, with its code).
+    """
 
     code = "internal_error"
     status_code = 500
+    retryable = False
 
     def __init__(
         self,
@@ -72,6 +78,7 @@ class RateLimited(ParlaError):
 class StorageError(ParlaError):
     code = "storage_error"
     status_code = 503
+    retryable = True
 
 
 class EngineFailure(ParlaError):

@@ -5,25 +5,89 @@ The API reads these records and never touches rq's own keys; rq carries only the
 Keys (``prefix`` defaults to ``parla:``):
 - ``{prefix}job:{id}`` hash: ``record`` (the job JSON without progress), ``progress`` (JSON),
   ``status``, ``tenant``, ``cancel`` ("1" once cancel was asked), ``chunk_renders`` (counter),
-  ``request_hash``.
+  ``request_hash``, and the lease of the attempt in flight: ``token`` (the attempt's fencing token),
+  ``lease_until`` (Redis server time, ms), ``worker``.
 - ``{prefix}tenant:{tenant}:jobs`` sorted set of job ids by creation time (microseconds).
 - ``{prefix}idem:{tenant}:{key}`` JSON ``{"job_id", "request_hash"}``.
+- ``{prefix}leases`` sorted set: running job ids by ``lease_until``; recovery re-queues those past it.
+- ``{prefix}requeued`` sorted set: job ids put back to ``queued`` by recovery, until their queue
+  message is sent (a recoverer that dies in between is covered by the next pass).
+- ``{prefix}finished`` sorted set: ``tenant/job id`` by finish time (ms), for retention.
+
+Leases and fencing: ``start_attempt`` gives the attempt a fresh token and a lease; the worker renews
+the lease (``renew_lease``) while it renders, and every write of the attempt (progress, chunk count,
+the final status) names the token and is refused once another attempt holds the job or it ended.
+So a worker that lost its lease (Redis outage, GC pause, a network split) cannot overwrite the
+attempt that replaced it: it gets ``LeaseLost`` and stops.
 """
 
 from __future__ import annotations
 
+import builtins
 import json
+import logging
 import secrets
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import redis
+from pydantic import ValidationError
 
 from core.errors import Conflict, InvalidInput, NotFound
 from core.jobs import Job, JobError, JobStatus, Progress, RenderOptions, VideoResult, utcnow
+from core.redisconn import TRANSIENT_REDIS_ERRORS
+
+log = logging.getLogger(__name__)
 
 IDEMPOTENCY_TTL_S = 24 * 3600
+TRANSACTION_RIDE_OUT_S = 30.0
+"""How long a WATCH/MULTI state change keeps retrying while Redis is unreachable."""
+
+LeaseState = Literal["held", "lost"]
+
+# KEYS: job hash, leases zset. ARGV: token, lease_ms, job id.
+# Extends the lease when `token` still holds a running job; returns {1, lease_until} or {0, reason}.
+_RENEW_SCRIPT = """
+local fields = redis.call('HMGET', KEYS[1], 'token', 'status')
+if fields[2] ~= 'running' then return {0, fields[2] or 'gone'} end
+if not fields[1] or fields[1] ~= ARGV[1] then return {0, 'superseded'} end
+local t = redis.call('TIME')
+local until_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], 'lease_until', until_ms)
+redis.call('ZADD', KEYS[2], until_ms, ARGV[3])
+return {1, until_ms}
+"""
+
+# KEYS: job hash. ARGV: token, field, value | increment, mode ('set' | 'incr').
+# A write of the attempt holding `token`; 0 when another attempt holds the job or it ended.
+_FENCED_WRITE_SCRIPT = """
+local fields = redis.call('HMGET', KEYS[1], 'token', 'status')
+if not fields[1] or fields[1] ~= ARGV[1] or fields[2] ~= 'running' then return 0 end
+if ARGV[4] == 'incr' then return redis.call('HINCRBY', KEYS[1], ARGV[2], tonumber(ARGV[3])) end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+return 1
+"""
+
+
+class LeaseLost(Exception):
+    """The attempt no longer holds its job: another attempt took over, or the job ended elsewhere."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One run of a job by one worker: the job as it started and the fencing token of its writes."""
+
+    job: Job
+    token: str
+    lease_until_ms: int
+
+
+def _redis_now_ms(client: redis.Redis) -> int:
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
 
 
 def new_job_id() -> str:
@@ -49,6 +113,8 @@ class JobStore:
         self.redis = client
         self.prefix = prefix
         self.ttl_s = ttl_s
+        self._renew = client.register_script(_RENEW_SCRIPT)
+        self._fenced_write = client.register_script(_FENCED_WRITE_SCRIPT)
 
     def _key(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"
@@ -115,6 +181,8 @@ class JobStore:
                 jobs.append(self.get(_text(job_id)))
             except NotFound:
                 self.redis.zrem(self._index_key(tenant), job_id)  # expired record
+            except ValidationError:  # one unreadable record must not break the tenant's whole list
+                log.error("job %s: its record cannot be read; left out of the list", _text(job_id))
         next_cursor = str(int(scored[limit - 1][1])) if len(scored) > limit and limit > 0 else None
         return jobs, next_cursor
 
@@ -143,22 +211,44 @@ class JobStore:
 
     # --- state changes (each atomic: WATCH + MULTI)
 
-    def _update(self, job_id: str, change: Callable[[Job], bool]) -> Job | None:
-        """Apply ``change`` to the record atomically; it returns False to leave the record alone."""
+    def _update(
+        self,
+        job_id: str,
+        change: Callable[[Job, dict[str, str]], bool],
+        extra: Callable[[Job, Any], None] | None = None,
+    ) -> Job | None:
+        """Apply ``change`` to the record atomically; it returns False to leave the record alone.
+
+        ``change`` sees the job and the hash's lease fields (``token``, ``tenant``, ``lease_until``);
+        ``extra(job, pipe)`` queues more commands into the same transaction. The returned job carries
+        its current progress (webhook payloads are built from it). Connection errors are retried
+        for ``TRANSACTION_RIDE_OUT_S``: a WATCH is lost with its connection, so the whole transaction
+        is run again.
+        """
         key = self._key(job_id)
+        deadline = time.monotonic() + TRANSACTION_RIDE_OUT_S
+        wait = 0.05
         with self.redis.pipeline() as pipe:
             while True:
                 try:
                     pipe.watch(key)  # type: ignore[no-untyped-call]
-                    raw = pipe.hget(key, "record")
+                    raw, progress, token, tenant, lease_until = pipe.hmget(
+                        key, ["record", "progress", "token", "tenant", "lease_until"]
+                    )
                     if raw is None:
-                        pipe.unwatch()
+                        pipe.unwatch()  # type: ignore[no-untyped-call]
                         return None
                     job = Job.model_validate_json(raw)
-                    if not change(job):
-                        pipe.unwatch()
+                    job.progress = Progress.model_validate_json(progress) if progress else Progress()
+                    fields = {
+                        "token": _text(token or b""),
+                        "tenant": _text(tenant or b""),
+                        "lease_until": _text(lease_until or b"0"),
+                    }
+                    if not change(job, fields):
+                        pipe.unwatch()  # type: ignore[no-untyped-call]
                         return None
-                    pipe.multi()
+                    pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.hset(
                         key,
                         mapping={
@@ -167,24 +257,88 @@ class JobStore:
                         },
                     )
                     if job.status.is_terminal():
+                        pipe.hset(key, mapping={"token": "", "lease_until": 0})
                         pipe.expire(key, self.ttl_s)
+                        pipe.zrem(self._leases_key, job_id)
+                        pipe.zrem(self._requeued_key, job_id)
+                        finished_ms = int((job.finished_at or utcnow()).timestamp() * 1000)
+                        pipe.zadd(self._finished_key, {f"{fields['tenant']}/{job_id}": finished_ms})
+                    if extra is not None:
+                        extra(job, pipe)
                     pipe.execute()
                     return job
                 except redis.WatchError:
                     continue
+                except TRANSIENT_REDIS_ERRORS:
+                    if time.monotonic() > deadline:
+                        raise
+                    log.warning("job %s: Redis unreachable during a state change; retrying", job_id)
+                    pipe.reset()  # type: ignore[no-untyped-call]
+                    time.sleep(wait)
+                    wait = min(2.0, wait * 2)
 
-    def start_attempt(self, job_id: str) -> Job | None:
-        """Mark the job running for a new attempt; None if it is terminal (canceled meanwhile, ...)."""
+    @property
+    def _leases_key(self) -> str:
+        return f"{self.prefix}leases"
 
-        def change(job: Job) -> bool:
-            if job.status.is_terminal():
+    @property
+    def _requeued_key(self) -> str:
+        return f"{self.prefix}requeued"
+
+    @property
+    def _finished_key(self) -> str:
+        return f"{self.prefix}finished"
+
+    def start_attempt(self, job_id: str, worker: str = "", lease_s: float = 60.0) -> Attempt | None:
+        """Start a new attempt: the job becomes ``running`` under a fresh token and lease.
+
+        Only a ``queued`` job, or a ``running`` one whose lease ran out, can be started: a second
+        delivery of a job that another worker is rendering returns None, as does a terminal job.
+        """
+        token = secrets.token_hex(16)
+        now_ms = _redis_now_ms(self.redis)
+        lease_until = now_ms + int(lease_s * 1000)
+
+        def change(job: Job, fields: dict[str, str]) -> bool:
+            if job.status == JobStatus.RUNNING and int(fields["lease_until"]) > now_ms:
+                return False
+            if job.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
                 return False
             job.status = JobStatus.RUNNING
             job.started_at = job.started_at or utcnow()
             job.attempts += 1
             return True
 
-        return self._update(job_id, change)
+        def extra(job: Job, pipe: Any) -> None:
+            pipe.hset(
+                self._key(job_id), mapping={"token": token, "lease_until": lease_until, "worker": worker}
+            )
+            pipe.zadd(self._leases_key, {job_id: lease_until})
+            pipe.zrem(self._requeued_key, job_id)
+
+        job = self._update(job_id, change, extra)
+        return Attempt(job, token, lease_until) if job is not None else None
+
+    def renew_lease(self, job_id: str, token: str, lease_s: float) -> int:
+        """Extend the attempt's lease by ``lease_s`` from now; returns the new end (Redis ms).
+
+        Raises:
+            LeaseLost: another attempt holds the job, or it ended (failed, canceled, expired).
+        """
+        held, value = self._renew(
+            keys=[self._key(job_id), self._leases_key], args=[token, int(lease_s * 1000), job_id]
+        )
+        if not int(held):
+            raise LeaseLost(f"job {job_id}: the attempt no longer holds the job ({_text(value)})")
+        return int(value)
+
+    def release_lease(self, job_id: str, token: str) -> None:
+        """Give the job back (its attempt stops on a transient error): recovery re-queues it now."""
+        if self._fenced(job_id, token, "lease_until", "0"):
+            self.redis.zadd(self._leases_key, {job_id: 0}, xx=True)
+
+    def _fenced(self, job_id: str, token: str, field: str, value: str | int, mode: str = "set") -> int:
+        return int(self._fenced_write(keys=[self._key(job_id)], args=[token, field, value, mode]))
 
     def finish(
         self,
@@ -193,13 +347,14 @@ class JobStore:
         *,
         result: VideoResult | None = None,
         error: JobError | None = None,
+        token: str | None = None,
     ) -> Job | None:
-        """Record the end of the job; None if it had already ended."""
+        """Record the end of the job; None if it had already ended (or ``token`` no longer holds it)."""
         if not status.is_terminal():
             raise ValueError(f"{status} is not a terminal status")
 
-        def change(job: Job) -> bool:
-            if job.status.is_terminal():
+        def change(job: Job, fields: dict[str, str]) -> bool:
+            if job.status.is_terminal() or (token is not None and fields["token"] != token):
                 return False
             job.status, job.result, job.error = status, result, error
             job.finished_at = utcnow()
@@ -211,7 +366,7 @@ class JobStore:
         """A queued job is canceled at once; a running one is flagged and stops within one chunk."""
         self.redis.hset(self._key(job_id), "cancel", "1")
 
-        def change(job: Job) -> bool:
+        def change(job: Job, fields: dict[str, str]) -> bool:
             if job.status != JobStatus.QUEUED:
                 return False
             job.status = JobStatus.CANCELED
@@ -225,18 +380,106 @@ class JobStore:
     def cancel_requested(self, job_id: str) -> bool:
         return _text(self.redis.hget(self._key(job_id), "cancel") or b"0") == "1"
 
-    def set_progress(self, job_id: str, progress: Progress) -> None:
-        self.redis.hset(self._key(job_id), "progress", progress.model_dump_json())
+    def set_progress(self, job_id: str, progress: Progress, token: str | None = None) -> None:
+        """Record progress; with ``token``, only while that attempt holds the job (else ``LeaseLost``)."""
+        if token is None:
+            self.redis.hset(self._key(job_id), "progress", progress.model_dump_json())
+        elif not self._fenced(job_id, token, "progress", progress.model_dump_json()):
+            raise LeaseLost(f"job {job_id}: progress refused, the attempt no longer holds the job")
 
-    def count_chunk_render(self, job_id: str) -> int:
+    def count_chunk_render(self, job_id: str, token: str | None = None) -> int:
         """Count one chunk render (how many chunks a resumed job rendered twice is visible)."""
-        return int(self.redis.hincrby(self._key(job_id), "chunk_renders", 1))
+        if token is None:
+            return int(self.redis.hincrby(self._key(job_id), "chunk_renders", 1))
+        count = self._fenced(job_id, token, "chunk_renders", 1, mode="incr")
+        if not count:
+            raise LeaseLost(f"job {job_id}: chunk count refused, the attempt no longer holds the job")
+        return count
 
     def chunk_renders(self, job_id: str) -> int:
         return int(self.redis.hget(self._key(job_id), "chunk_renders") or 0)
 
     def raw_fields(self, job_id: str) -> dict[str, Any]:
         return {_text(k): _text(v) for k, v in self.redis.hgetall(self._key(job_id)).items()}
+
+    # --- recovery and retention
+
+    def expired_leases(self, limit: int = 100) -> builtins.list[str]:
+        """Running jobs whose lease ended (by Redis server time), oldest first."""
+        now_ms = _redis_now_ms(self.redis)
+        ids = self.redis.zrangebyscore(self._leases_key, "-inf", f"({now_ms}", start=0, num=limit)
+        return [_text(job_id) for job_id in cast(builtins.list[bytes], ids)]
+
+    def reclaim(self, job_id: str, max_attempts: int) -> Literal["requeue", "failed", "skip"]:
+        """Take back a job whose attempt's lease ended: ``queued`` again, or failed out of attempts.
+
+        ``requeue``: the caller must send a queue message, then call ``requeued``. ``failed``: the job
+        ended with ``worker_lost`` (notify). ``skip``: the lease was renewed meanwhile or the job ended.
+        """
+        now_ms = _redis_now_ms(self.redis)
+        outcome: builtins.list[Literal["requeue", "failed"]] = []
+
+        def change(job: Job, fields: dict[str, str]) -> bool:
+            if job.status != JobStatus.RUNNING or int(fields["lease_until"]) >= now_ms:
+                return False
+            if job.attempts >= max_attempts:
+                job.status = JobStatus.FAILED
+                job.finished_at = utcnow()
+                job.error = JobError(
+                    code="worker_lost", message=f"the job's worker was lost {job.attempts} times"
+                )
+                outcome.append("failed")
+            else:
+                job.status = JobStatus.QUEUED
+                outcome.append("requeue")
+            return True
+
+        def extra(job: Job, pipe: Any) -> None:
+            if job.status == JobStatus.QUEUED:
+                pipe.hset(self._key(job_id), mapping={"token": "", "lease_until": 0})
+                pipe.zrem(self._leases_key, job_id)
+                pipe.zadd(self._requeued_key, {job_id: now_ms})
+
+        if self._update(job_id, change, extra) is None:
+            if not self.redis.exists(self._key(job_id)):
+                self.redis.zrem(self._leases_key, job_id)  # the record expired: nothing to recover
+            return "skip"
+        return outcome[0]
+
+    def requeued(self, job_id: str) -> None:
+        """The queue message of a re-queued job was sent."""
+        self.redis.zrem(self._requeued_key, job_id)
+
+    def unsent_requeues(self, older_than_s: float, limit: int = 100) -> builtins.list[str]:
+        """Jobs re-queued more than ``older_than_s`` ago whose queue message may never have been sent."""
+        before_ms = _redis_now_ms(self.redis) - int(older_than_s * 1000)
+        ids = self.redis.zrangebyscore(self._requeued_key, "-inf", before_ms, start=0, num=limit)
+        pending = []
+        for raw in cast(builtins.list[bytes], ids):
+            job_id = _text(raw)
+            if _text(self.redis.hget(self._key(job_id), "status") or b"") == JobStatus.QUEUED.value:
+                pending.append(job_id)
+            else:
+                self.redis.zrem(self._requeued_key, job_id)
+        return pending
+
+    def expired_finished(self, older_than_s: float, limit: int = 100) -> builtins.list[tuple[str, str]]:
+        """``(tenant, job id)`` of jobs that ended more than ``older_than_s`` ago (retention)."""
+        before_ms = _redis_now_ms(self.redis) - int(older_than_s * 1000)
+        members = self.redis.zrangebyscore(self._finished_key, "-inf", before_ms, start=0, num=limit)
+        rows = []
+        for member in cast(builtins.list[bytes], members):
+            tenant, _, job_id = _text(member).rpartition("/")
+            rows.append((tenant, job_id))
+        return rows
+
+    def forget_finished(self, tenant: str, job_id: str) -> None:
+        """Drop an expired job from its tenant's index and the retention set (its files are gone)."""
+        with self.redis.pipeline() as pipe:
+            pipe.zrem(self._index_key(tenant), job_id)
+            pipe.zrem(self._finished_key, f"{tenant}/{job_id}")
+            pipe.delete(self._key(job_id))
+            pipe.execute()
 
 
 def _text(value: Any) -> str:

@@ -55,8 +55,9 @@ class LocalRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout_s: float = 10.0) -> LocalRedis:
+        """Start the server; after a ``stop`` it comes back on the same port (a Redis restart)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = self.port or free_port()
         args = [
             find_redis_server(),
             "--bind", "127.0.0.1",

@@ -1,9 +1,15 @@
-"""The job queue: one rq queue per engine, carrying only the job id."""
+"""The job queue: one rq queue per engine, carrying only the job id.
+
+rq only delivers messages here; it never retries. Whether a job runs, and who holds it, is decided
+by the job record's lease (``core.jobstore``): a lost worker's job is put back on its queue by
+Parla's recovery (``worker.recovery``), as a new message, and a second delivery of the same job is
+refused by ``JobStore.start_attempt``.
+"""
 
 from __future__ import annotations
 
 import redis
-from rq import Queue, Retry
+from rq import Queue
 
 RENDER_FUNCTION = "worker.tasks.render_job"
 
@@ -18,26 +24,23 @@ class JobQueue:
 
     Args:
         client: redis-py client (rq needs ``decode_responses=False``).
-        max_attempts: runs per job; a job whose worker died mid-run is re-queued by rq's
-            abandoned-job cleanup (``Retry``) until the attempts are used up.
     """
 
-    def __init__(self, client: redis.Redis, max_attempts: int = 3) -> None:
+    def __init__(self, client: redis.Redis) -> None:
         self.redis = client
-        self.max_attempts = max_attempts
 
     def queue(self, engine: str) -> Queue:
         return Queue(queue_name(engine), connection=self.redis)
 
-    def enqueue(self, job_id: str, engine: str) -> None:
+    def enqueue(self, job_id: str, engine: str, delivery: int = 0) -> None:
+        """Send ``job_id`` to ``engine``'s workers; ``delivery`` > 0 for a re-queue after worker loss."""
         self.queue(engine).enqueue(
             RENDER_FUNCTION,
             job_id,
-            job_id=job_id,
-            job_timeout=-1,  # long renders are fine; liveness comes from the worker's heartbeat
+            job_id=job_id if delivery == 0 else f"{job_id}-r{delivery}",
+            job_timeout=-1,  # long renders are fine; liveness comes from the job's lease
             result_ttl=3600,
-            failure_ttl=7 * 24 * 3600,
-            retry=Retry(max=self.max_attempts - 1) if self.max_attempts > 1 else None,
+            failure_ttl=24 * 3600,
         )
 
     def depth(self, engines: list[str]) -> int:

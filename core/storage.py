@@ -7,6 +7,7 @@ and ``video.mp4`` (see ``job_key``).
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,10 @@ def job_key(job_id: str, *parts: str) -> str:
 
 class Storage(Protocol):
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
+    def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream") -> None:
+        """Store the file at ``path`` without reading it whole into memory."""
+        ...
+
     def get_bytes(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
     def list_keys(self, prefix: str) -> list[str]: ...
@@ -58,6 +63,18 @@ class LocalStorage:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
             os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream") -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as handle, Path(path).open("rb") as source:
+                shutil.copyfileobj(source, handle, 1 << 20)
+            os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -146,6 +163,20 @@ class S3Storage:
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         self._call("put", self.client.put_object, Key=self._key(key), Body=data, ContentType=content_type)
+
+    def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream") -> None:
+        from boto3.exceptions import S3UploadFailedError
+        from boto3.s3.transfer import TransferConfig
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        # Multipart above 16 MiB, in 16 MiB parts: constant memory whatever the video's length.
+        config = TransferConfig(multipart_threshold=16 << 20, multipart_chunksize=16 << 20, max_concurrency=4)
+        try:
+            self.client.upload_file(
+                str(path), self.bucket, self._key(key), ExtraArgs={"ContentType": content_type}, Config=config
+            )
+        except (BotoCoreError, ClientError, S3UploadFailedError) as exc:
+            raise StorageError(f"S3 upload failed: {exc}") from exc
 
     def get_bytes(self, key: str) -> bytes:
         response = self._call("get", self.client.get_object, Key=self._key(key))

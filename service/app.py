@@ -105,7 +105,7 @@ def create_app(
         authenticate = key_authenticator(registry)
     storage = storage if storage is not None else storage_from_settings(settings)
     metrics = metrics or ParlaMetrics(CollectorRegistry())
-    queue = JobQueue(redis_client, settings.max_attempts)
+    queue = JobQueue(redis_client)
     metrics.set_queue_callbacks(
         lambda: queue.depth(settings.enabled_engines), lambda: queue.in_flight(settings.enabled_engines)
     )

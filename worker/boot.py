@@ -2,29 +2,38 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
+import socket
+import threading
 import time
+import uuid
+from collections.abc import Callable
 from typing import Any
 
-import redis
 from prometheus_client import CollectorRegistry
 
 from core.jobstore import JobStore
+from core.media import AudioLimits, ImageLimits
 from core.metrics import ParlaMetrics
 from core.notify import JobNotifier
 from core.queue import JobQueue, queue_name
 from core.ratelimit import RateLimiter
+from core.redisconn import redis_client
 from core.settings import Settings
 from core.storage import storage_from_settings, video_url
 from core.webhook_outbox import WebhookOutbox
 from core.webhooks import parse_secrets
+from core.workers import WorkerRegistry
 from models.engine import Engine
 from models.errors import WeightsError
 from models.registry import build_engine
 from worker import tasks
 from worker.metrics import start_metrics_server
 from worker.observer import WorkerObserver
-from worker.rq_worker import HeartbeatWorker, RecoveryThread
+from worker.recovery import Recovery
+from worker.rq_worker import ParlaWorker
 from worker.runner import ChunkRunner
 from worker.webhooks import WebhookDispatcher
 
@@ -71,15 +80,81 @@ def touch_device(device: str) -> bool:
     return bool(value.item() == 2)
 
 
+class Presence:
+    """Announces every ``interval_s`` that this worker serves its engine (``core.workers``)."""
+
+    def __init__(
+        self, registry: WorkerRegistry, worker: str, engine: str, interval_s: float, card: dict[str, Any]
+    ):
+        self.registry = registry
+        self.worker = worker
+        self.engine = engine
+        self.interval_s = interval_s
+        self.card = card
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="parla-presence", daemon=True)
+
+    def announce(self) -> None:
+        self.registry.announce(self.worker, self.engine, ttl_s=3 * self.interval_s + 5, card=self.card)
+
+    def start(self) -> Presence:
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.announce()
+            except Exception as exc:
+                log.warning("worker announcement failed: %s: %s", type(exc).__name__, exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        try:
+            self.registry.withdraw(self.worker, self.engine)
+        except Exception:
+            log.warning("could not withdraw the worker's announcement; it runs out by itself")
+
+
+def serve_queue(
+    make_worker: Callable[[int], ParlaWorker], stop_requested: threading.Event, burst: bool
+) -> None:
+    """Run rq's loop until a stop is requested; restart it (with backoff) when it ends on its own.
+
+    rq's loop quits on a Redis timeout or an unexpected error, e.g. when Redis restarts while a job
+    is being finished; the engine stays loaded, so the worker rides the outage out and carries on.
+    """
+    backoff_s = 1.0
+    for generation in itertools.count():
+        worker = make_worker(generation)
+        try:
+            worker.work(burst=burst, with_scheduler=False, logging_level="WARNING")
+        except Exception as exc:
+            log.error("rq worker loop failed: %s: %s", type(exc).__name__, exc)
+        else:
+            backoff_s = 1.0
+        if burst or stop_requested.is_set():
+            return
+        log.error(
+            "rq worker loop ended without a stop request (Redis away?); restarting in %.0f s", backoff_s
+        )
+        if stop_requested.wait(backoff_s):
+            return
+        backoff_s = min(30.0, backoff_s * 2)
+
+
 def run_worker(settings: Settings, burst: bool = False) -> None:
     if not settings.redis_url:
         raise SystemExit("PARLA_REDIS_URL is not set: a worker needs the shared Redis")
     engine = load_engine(settings)
-    connection = redis.Redis.from_url(settings.redis_url)
+    name = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
+    connection = redis_client(settings.redis_url, "store", ride_out_s=max(1.0, settings.lease_s / 2))
+    queue_connection = redis_client(settings.redis_url, "queue")
     jobs = JobStore(connection, settings.key_prefix, settings.job_ttl_s)
     storage = storage_from_settings(settings)
     metrics = ParlaMetrics(CollectorRegistry())
-    queue = JobQueue(connection, settings.max_attempts)
+    queue = JobQueue(queue_connection)
     metrics.set_queue_callbacks(
         lambda: queue.depth([settings.engine]), lambda: queue.in_flight([settings.engine])
     )
@@ -108,30 +183,70 @@ def run_worker(settings: Settings, burst: bool = False) -> None:
         key_prefix=settings.key_prefix,
     )
     observer = WorkerObserver(notifier, jobs, metrics, limiter, engine.name)
-    tasks.install_runner(ChunkRunner(engine, jobs, storage, observer))
+    tasks.install_runner(
+        ChunkRunner(
+            engine,
+            jobs,
+            storage,
+            observer,
+            worker_name=name,
+            lease_s=settings.lease_s,
+            heartbeat_s=settings.heartbeat_s,
+            image_limits=ImageLimits(
+                settings.max_image_bytes, settings.max_image_pixels, settings.min_image_side
+            ),
+            audio_limits=AudioLimits(
+                settings.max_audio_bytes, settings.min_audio_seconds, settings.max_audio_seconds
+            ),
+        )
+    )
     device = resolve_device(settings.device)
     metrics_server = (
         start_metrics_server(
-            settings.worker_metrics_port, metrics.registry, health_check=lambda: touch_device(device)
+            settings.worker_metrics_port,
+            metrics.registry,
+            addr=settings.worker_metrics_host,
+            health_check=lambda: touch_device(device),
         )
         if settings.worker_metrics_port
         else None
     )
-    worker = HeartbeatWorker(
-        [queue_name(settings.engine)],
-        connection=connection,
-        lease_s=settings.lease_s,
-        heartbeat_s=settings.heartbeat_s,
+    presence = Presence(
+        WorkerRegistry(connection, settings.key_prefix),
+        name,
+        settings.engine,
+        interval_s=min(settings.heartbeat_s, 5.0),
+        card={"device": device, "weights_loaded": True},
     )
-    recovery = RecoveryThread(
-        worker.queues, jobs, interval_s=max(1.0, settings.lease_s / 3), notifier=notifier
+    presence.announce()
+    presence.start()
+    recovery = Recovery(
+        jobs,
+        queue,
+        storage,
+        max_attempts=settings.max_attempts,
+        retention_s=settings.job_ttl_s,
+        interval_s=max(1.0, settings.lease_s / 3),
+        notifier=notifier,
     )
-    recovery.recover_once()  # jobs orphaned while no worker was up
+    recovery.run_once()  # jobs orphaned while no worker was up
     recovery.start()
+    stop_requested = threading.Event()
+
+    def make_worker(generation: int) -> ParlaWorker:
+        return ParlaWorker(
+            [queue_name(settings.engine)],
+            name=f"{name}.{generation}",
+            connection=queue_connection,
+            heartbeat_s=settings.heartbeat_s,
+            stop_requested=stop_requested,
+        )
+
     try:
-        worker.work(burst=burst, with_scheduler=False, logging_level="WARNING")
+        serve_queue(make_worker, stop_requested, burst)
     finally:
         recovery.stop()
+        presence.stop()
         tasks.install_runner(None)
         if dispatcher is not None:
             dispatcher.stop(timeout_s=5)

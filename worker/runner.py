@@ -3,6 +3,13 @@
 After each chunk its video segment and the engine's ``ChunkCarry`` are stored before progress is
 recorded, so a job whose worker dies resumes after its last recorded chunk and renders at most one
 chunk twice. Only one chunk of frames is alive at a time.
+
+Every attempt runs under a lease (``worker.lease.LeaseKeeper``) and writes with its fencing token,
+so an attempt that lost its job (lease ran out, re-assigned, failed or canceled elsewhere) stops
+before its next chunk and cannot overwrite the attempt that replaced it. Errors are sorted: the
+caller's fault (bad input) fails the job with its code; a transient infrastructure error (Redis
+away for longer than a command rides out, storage unreachable) gives the job back to be resumed
+from its last checkpoint; anything else fails it as ``engine_error``.
 """
 
 from __future__ import annotations
@@ -19,11 +26,13 @@ import numpy as np
 
 from core.errors import InvalidInput, NotFound, ParlaError
 from core.jobs import Job, JobError, JobStatus, Progress, RenderOptions, VideoResult
-from core.jobstore import JobStore
-from core.media import assemble_mp4, decode_audio, decode_image, encode_segment
+from core.jobstore import Attempt, JobStore, LeaseLost
+from core.media import AudioLimits, ImageLimits, assemble_mp4, decode_audio, decode_image, encode_segment
+from core.redisconn import TRANSIENT_REDIS_ERRORS
 from core.storage import Storage, job_key
 from models.engine import ChunkCarry, ChunkSpec, Engine, RenderInputs, RenderParams
 from models.errors import EngineInputError
+from worker.lease import LeaseKeeper
 
 log = logging.getLogger("parla.worker")
 
@@ -80,15 +89,35 @@ class ChunkRunner:
         jobs: job records.
         storage: inputs, segments, chunk state and results.
         observer: webhook and metric hooks.
+        worker_name: recorded with each attempt's lease.
+        lease_s: lease of an attempt; renewed every ``heartbeat_s``.
+        heartbeat_s: lease renewal interval.
+        image_limits: limits the stored portrait is decoded with (the API's, from settings).
+        audio_limits: likewise for the speech.
     """
 
     def __init__(
-        self, engine: Engine, jobs: JobStore, storage: Storage, observer: RunnerObserver | None = None
+        self,
+        engine: Engine,
+        jobs: JobStore,
+        storage: Storage,
+        observer: RunnerObserver | None = None,
+        *,
+        worker_name: str = "",
+        lease_s: float = 60.0,
+        heartbeat_s: float = 10.0,
+        image_limits: ImageLimits | None = None,
+        audio_limits: AudioLimits | None = None,
     ) -> None:
         self.engine = engine
         self.jobs = jobs
         self.storage = storage
         self.observer: RunnerObserver = observer or NullObserver()
+        self.worker_name = worker_name
+        self.lease_s = lease_s
+        self.heartbeat_s = heartbeat_s
+        self.image_limits = image_limits or ImageLimits()
+        self.audio_limits = audio_limits or AudioLimits()
 
     @contextmanager
     def _stage(self, name: str) -> Iterator[None]:
@@ -99,46 +128,81 @@ class ChunkRunner:
             self.observer.stage_seconds(name, time.perf_counter() - start)
 
     def run(self, job_id: str) -> JobStatus | None:
-        """Render ``job_id`` to the end, or until it is canceled. Returns the final status."""
-        job = self.jobs.start_attempt(job_id)
-        if job is None:
-            log.info("job %s: already finished or gone, nothing to do", job_id)
+        """Render ``job_id`` to the end, or until it is canceled. Returns the final status.
+
+        None when there was nothing to do (already running elsewhere, finished, gone) or when this
+        attempt stopped without ending the job (lease lost; a transient error left it to resume).
+        """
+        attempt = self.jobs.start_attempt(job_id, self.worker_name, self.lease_s)
+        if attempt is None:
+            log.info("job %s: already running elsewhere, finished or gone; nothing to do", job_id)
             return None
+        job = attempt.job
         log.info("job %s: attempt %d on engine %s", job_id, job.attempts, self.engine.name)
         if job.attempts == 1:
             self.observer.job_event("video.started", job)
+        with LeaseKeeper(self.jobs, job_id, attempt.token, self.lease_s, self.heartbeat_s) as lease:
+            return self._run_attempt(attempt, lease)
+
+    def _run_attempt(self, attempt: Attempt, lease: LeaseKeeper) -> JobStatus | None:
+        job_id = attempt.job.id
         try:
-            return self._render(job)
+            return self._render(attempt, lease)
+        except LeaseLost as exc:
+            log.error("job %s: attempt %d stopped: %s", job_id, attempt.job.attempts, exc)
+            return None
         except (EngineInputError, InvalidInput) as exc:
-            code = exc.code
-            message = exc.message
+            code, message = exc.code, exc.message
+        except TRANSIENT_REDIS_ERRORS as exc:
+            self._give_back(attempt, exc)
+            return None
         except ParlaError as exc:
+            if exc.retryable:
+                self._give_back(attempt, exc)
+                return None
             log.exception("job %s failed", job_id)
             code, message = exc.code, exc.message
         except Exception as exc:
             log.exception("job %s failed", job_id)
             code, message = "engine_error", f"rendering failed: {type(exc).__name__}: {exc}"
-        return self._finish(job_id, JobStatus.FAILED, error=JobError(code=code, message=message))
+        return self._finish(attempt, JobStatus.FAILED, error=JobError(code=code, message=message))
+
+    def _give_back(self, attempt: Attempt, exc: Exception) -> None:
+        """A transient infrastructure error: the job resumes from its last chunk (now, or after the lease)."""
+        log.error(
+            "job %s: transient %s (%s); giving the job back to resume from its last chunk",
+            attempt.job.id,
+            type(exc).__name__,
+            exc,
+        )
+        try:
+            self.jobs.release_lease(attempt.job.id, attempt.token)
+        except Exception:  # Redis still away: the lease runs out by itself and recovery re-queues
+            log.error("job %s: could not give the job back; its lease will run out", attempt.job.id)
 
     def _finish(
         self,
-        job_id: str,
+        attempt: Attempt,
         status: JobStatus,
         *,
         result: VideoResult | None = None,
         error: JobError | None = None,
-    ) -> JobStatus:
-        finished = self.jobs.finish(job_id, status, result=result, error=error)
+    ) -> JobStatus | None:
+        job_id = attempt.job.id
+        finished = self.jobs.finish(job_id, status, result=result, error=error, token=attempt.token)
         if finished is not None:
             self.observer.job_event(f"video.{status.value}", finished)
             return status
-        return self.jobs.get(job_id).status
+        log.warning("job %s: not recorded as %s: the attempt no longer holds the job", job_id, status.value)
+        return None
 
     def _load_inputs(self, job_id: str) -> tuple[RenderInputs, bytes]:
         with self._stage("decode"):
-            image = decode_image(self.storage.get_bytes(job_key(job_id, "inputs", "image")))
+            image = decode_image(
+                self.storage.get_bytes(job_key(job_id, "inputs", "image")), self.image_limits
+            )
             audio_bytes = self.storage.get_bytes(job_key(job_id, "inputs", "audio"))
-            audio = decode_audio(audio_bytes)
+            audio = decode_audio(audio_bytes, self.audio_limits)
             driving_key = job_key(job_id, "inputs", "driving_video")
             driving = self.storage.get_bytes(driving_key) if self.storage.exists(driving_key) else None
         return RenderInputs(image, audio.samples, audio.sample_rate, driving), audio_bytes
@@ -157,7 +221,8 @@ class ChunkRunner:
             done -= 1
         return 0, None
 
-    def _render(self, job: Job) -> JobStatus:
+    def _render(self, attempt: Attempt, lease: LeaseKeeper) -> JobStatus | None:
+        job, token = attempt.job, attempt.token
         job_id = job.id
         inputs, audio_bytes = self._load_inputs(job_id)
         with self._stage("prepare"):
@@ -172,13 +237,14 @@ class ChunkRunner:
             frames_done=chunks[first - 1].stop if first else 0,
             frames_total=prepared.num_frames,
         )
-        self.jobs.set_progress(job_id, progress)
+        self.jobs.set_progress(job_id, progress, token)
         for chunk in chunks[first:]:
+            lease.check()
             if self.jobs.cancel_requested(job_id):
-                return self._cancel(job_id)
+                return self._cancel(attempt)
             with self._stage("render"):
                 frames, carry = self.engine.render_chunk(prepared, chunk, carry)
-            self.jobs.count_chunk_render(job_id)
+            self.jobs.count_chunk_render(job_id, token)
             expected = (chunk.num_frames, prepared.height, prepared.width, 3)
             if frames.shape != expected or frames.dtype != np.uint8:
                 raise RuntimeError(
@@ -187,40 +253,45 @@ class ChunkRunner:
             with self._stage("encode"):
                 segment = encode_segment(frames, prepared.fps)
             del frames
+            lease.check()
             with self._stage("upload"):
                 self.storage.put_bytes(segment_key(job_id, chunk.index), segment, "video/mp4")
                 self.storage.put_bytes(carry_key(job_id, chunk.index), carry.to_bytes())
             progress.chunks_done, progress.frames_done = chunk.index + 1, chunk.stop
-            self.jobs.set_progress(job_id, progress)
+            self.jobs.set_progress(job_id, progress, token)
             self.observer.job_event("video.progress", self.jobs.get(job_id))
         if self.jobs.cancel_requested(job_id):
-            return self._cancel(job_id)
-        result = self._assemble(job_id, chunks, audio_bytes, prepared.fps, prepared.width, prepared.height)
-        return self._finish(job_id, JobStatus.SUCCEEDED, result=result)
+            return self._cancel(attempt)
+        result = self._assemble(job_id, chunks, audio_bytes, prepared, lease)
+        return self._finish(attempt, JobStatus.SUCCEEDED, result=result)
 
     def _assemble(
-        self, job_id: str, chunks: list[ChunkSpec], audio_bytes: bytes, fps: float, width: int, height: int
+        self, job_id: str, chunks: list[ChunkSpec], audio_bytes: bytes, prepared: Any, lease: LeaseKeeper
     ) -> VideoResult:
-        with self._stage("encode"), tempfile.TemporaryDirectory(prefix="parla-") as tmp:
+        fps = prepared.fps
+        with tempfile.TemporaryDirectory(prefix="parla-") as tmp:
             out_path = Path(tmp) / "video.mp4"
-            segments = (self.storage.get_bytes(segment_key(job_id, c.index)) for c in chunks)
-            assemble_mp4(segments, audio_bytes, fps, out_path)
-            data = out_path.read_bytes()
-        with self._stage("upload"):
-            self.storage.put_bytes(job_key(job_id, "video.mp4"), data, "video/mp4")
+            with self._stage("encode"):
+                segments = (self.storage.get_bytes(segment_key(job_id, c.index)) for c in chunks)
+                assemble_mp4(segments, audio_bytes, fps, out_path)
+            size = out_path.stat().st_size
+            lease.check()
+            with self._stage("upload"):
+                # From the file, in parts: memory does not grow with the length of the video.
+                self.storage.put_file(job_key(job_id, "video.mp4"), out_path, "video/mp4")
         frames = chunks[-1].stop
         return VideoResult(
             video_url=None,
             duration_s=frames / fps,
             fps=fps,
             frames=frames,
-            width=width,
-            height=height,
-            bytes=len(data),
+            width=prepared.width,
+            height=prepared.height,
+            bytes=size,
         )
 
-    def _cancel(self, job_id: str) -> JobStatus:
-        log.info("job %s: canceled", job_id)
+    def _cancel(self, attempt: Attempt) -> JobStatus | None:
+        log.info("job %s: canceled", attempt.job.id)
         return self._finish(
-            job_id, JobStatus.CANCELED, error=JobError(code="canceled", message="canceled by request")
+            attempt, JobStatus.CANCELED, error=JobError(code="canceled", message="canceled by request")
         )

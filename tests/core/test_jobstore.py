@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 import redis
 
 from core.errors import Conflict, NotFound
 from core.jobs import JobError, JobStatus, Progress, RenderOptions, VideoResult
-from core.jobstore import JobStore
+from core.jobstore import JobStore, LeaseLost
 
 
 @pytest.fixture()
@@ -26,24 +28,84 @@ def test_create_get_and_tenant_isolation(store: JobStore) -> None:
 
 def test_lifecycle_and_terminal_is_final(store: JobStore) -> None:
     job = store.create("t", RenderOptions())
-    running = store.start_attempt(job.id)
-    assert running is not None and running.status == JobStatus.RUNNING and running.attempts == 1
-    store.set_progress(job.id, Progress(chunks_done=1, chunks_total=3, frames_done=8, frames_total=20))
-    assert store.get(job.id).progress.frames_done == 8
+    attempt = store.start_attempt(job.id)
+    assert attempt is not None and attempt.job.status == JobStatus.RUNNING and attempt.job.attempts == 1
+    progress = Progress(chunks_done=3, chunks_total=3, frames_done=20, frames_total=20)
+    store.set_progress(job.id, progress, attempt.token)
+    assert store.get(job.id).progress.frames_done == 20
     result = VideoResult(duration_s=1.0, fps=25, frames=25, width=64, height=64, bytes=10)
-    done = store.finish(job.id, JobStatus.SUCCEEDED, result=result)
+    done = store.finish(job.id, JobStatus.SUCCEEDED, result=result, token=attempt.token)
     assert done is not None and done.finished_at is not None and done.result == result
+    assert done.progress == progress  # terminal webhook payloads carry the real progress
     assert store.finish(job.id, JobStatus.FAILED, error=JobError(code="x", message="y")) is None
     assert store.start_attempt(job.id) is None
     assert store.get(job.id).status == JobStatus.SUCCEEDED
     assert 0 < store.redis.ttl(store._key(job.id)) <= 60
 
 
-def test_resume_counts_attempts(store: JobStore) -> None:
+def test_a_second_delivery_is_refused_while_the_lease_is_held(store: JobStore) -> None:
     job = store.create("t", RenderOptions())
-    store.start_attempt(job.id)
-    second = store.start_attempt(job.id)
-    assert second is not None and second.attempts == 2
+    first = store.start_attempt(job.id, "w1", lease_s=30)
+    assert first is not None and store.start_attempt(job.id, "w2", lease_s=30) is None
+    assert store.expired_leases() == [] and store.reclaim(job.id, max_attempts=3) == "skip"
+
+
+def test_an_expired_lease_is_reclaimed_and_the_old_attempt_is_fenced_off(store: JobStore) -> None:
+    job = store.create("t", RenderOptions())
+    first = store.start_attempt(job.id, "w1", lease_s=0.2)
+    assert first is not None
+    time.sleep(0.3)
+    assert store.expired_leases() == [job.id]
+    assert store.reclaim(job.id, max_attempts=3) == "requeue"
+    assert store.get(job.id).status == JobStatus.QUEUED and store.unsent_requeues(0) == [job.id]
+    second = store.start_attempt(job.id, "w2", lease_s=30)
+    assert second is not None and second.job.attempts == 2 and store.unsent_requeues(0) == []
+    with pytest.raises(LeaseLost):
+        store.renew_lease(job.id, first.token, 30)
+    with pytest.raises(LeaseLost):
+        store.set_progress(job.id, Progress(chunks_done=9), first.token)
+    with pytest.raises(LeaseLost):
+        store.count_chunk_render(job.id, first.token)
+    assert (
+        store.finish(job.id, JobStatus.FAILED, error=JobError(code="x", message="y"), token=first.token)
+        is None
+    )
+    assert store.get(job.id).status == JobStatus.RUNNING and store.get(job.id).progress.chunks_done == 0
+    assert store.renew_lease(job.id, second.token, 30) > 0
+    assert store.finish(job.id, JobStatus.SUCCEEDED, token=second.token) is not None
+
+
+def test_out_of_attempts_fails_with_worker_lost(store: JobStore) -> None:
+    job = store.create("t", RenderOptions())
+    store.start_attempt(job.id, "w1", lease_s=0.1)
+    time.sleep(0.2)
+    assert store.reclaim(job.id, max_attempts=1) == "failed"
+    failed = store.get(job.id)
+    assert (
+        failed.status == JobStatus.FAILED and failed.error is not None and failed.error.code == "worker_lost"
+    )
+    assert store.expired_leases() == []
+
+
+def test_a_lease_ends_with_a_cancel_or_failure_recorded_elsewhere(store: JobStore) -> None:
+    job = store.create("t", RenderOptions())
+    attempt = store.start_attempt(job.id, "w1", lease_s=30)
+    assert attempt is not None
+    store.finish(job.id, JobStatus.FAILED, error=JobError(code="worker_lost", message="..."))
+    with pytest.raises(LeaseLost, match="failed"):
+        store.renew_lease(job.id, attempt.token, 30)
+
+
+def test_finished_jobs_are_listed_for_retention_then_forgotten(store: JobStore) -> None:
+    job = store.create("t", RenderOptions())
+    attempt = store.start_attempt(job.id)
+    assert attempt is not None
+    store.finish(job.id, JobStatus.SUCCEEDED, token=attempt.token)
+    assert store.expired_finished(older_than_s=3600) == []
+    time.sleep(0.01)
+    assert store.expired_finished(older_than_s=0) == [("t", job.id)]
+    store.forget_finished("t", job.id)
+    assert store.expired_finished(older_than_s=0) == [] and store.list("t")[0] == []
 
 
 def test_cancel_queued_is_immediate_running_is_flagged(store: JobStore) -> None:
@@ -51,7 +113,7 @@ def test_cancel_queued_is_immediate_running_is_flagged(store: JobStore) -> None:
     assert store.request_cancel(queued.id).status == JobStatus.CANCELED
     assert store.start_attempt(queued.id) is None
     running = store.create("t", RenderOptions())
-    store.start_attempt(running.id)
+    assert store.start_attempt(running.id) is not None
     assert not store.cancel_requested(running.id)
     assert store.request_cancel(running.id).status == JobStatus.RUNNING
     assert store.cancel_requested(running.id)

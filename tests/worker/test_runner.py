@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -97,8 +98,11 @@ def test_crash_then_resume_renders_one_chunk_twice_and_same_video(
     job_id = new_job(jobs, storage, seconds=2.0)
     crashing = CrashingEngine(crash_at_chunk=3, chunk_frames=8)
     with pytest.raises(Crash):
-        ChunkRunner(crashing, jobs, storage).run(job_id)
+        ChunkRunner(crashing, jobs, storage, lease_s=0.6, heartbeat_s=0.2).run(job_id)
     assert jobs.get(job_id).status == JobStatus.RUNNING and jobs.get(job_id).progress.chunks_done == 3
+    assert ChunkRunner(CrashingEngine(chunk_frames=8), jobs, storage).run(job_id) is None  # lease still held
+    time.sleep(0.7)  # the dead attempt's lease runs out; recovery puts the job back
+    assert jobs.expired_leases() == [job_id] and jobs.reclaim(job_id, max_attempts=3) == "requeue"
 
     resumed = CrashingEngine(chunk_frames=8)
     assert ChunkRunner(resumed, jobs, storage).run(job_id) == JobStatus.SUCCEEDED
