@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,41 +84,6 @@ def test_submit_render_download_over_http_with_s3(
         assert (info.frames, info.width, info.height) == (40, 64, 64)
         assert info.video_codec == "h264" and info.audio_codec == "aac"
         assert abs(info.duration_s - 1.6) <= 1 / 25 and info.audio_duration_s is not None
-
-
-def test_worker_killed_mid_job_is_resumed_by_another(redis_url: str, tmp_path: Path) -> None:
-    env = stack_env(
-        redis_url,
-        tmp_path,
-        PARLA_LEASE_S="3",
-        PARLA_HEARTBEAT_S="0.5",
-        PARLA_ENGINE_OPTIONS=json.dumps({"chunk_frames": 5, "frame_delay_s": 0.04}),
-    )
-    with (
-        Stack(env, workers=1, state_dir=tmp_path) as stack,
-        httpx.Client(base_url=stack.base_url, timeout=30) as client,
-    ):
-        reference_id = submit(client, 2.0)
-        reference = wait_for(client, reference_id, lambda j: j["status"] == "succeeded")
-        job_id = submit(client, 2.0)
-        wait_for(client, job_id, lambda j: j["progress"]["chunks_done"] >= 3)
-        first = stack.workers[0]
-        os.kill(first.pid, signal.SIGKILL)
-        first.wait()
-        stack.start_worker()
-        job = wait_for(client, job_id, lambda j: j["status"] in ("succeeded", "failed"), timeout_s=90)
-        assert job["status"] == "succeeded", job
-        assert job["attempts"] == 2
-        assert job["result"]["frames"] == reference["result"]["frames"] == 50
-        assert job["result"]["duration_s"] == reference["result"]["duration_s"]
-        import redis
-
-        renders = int(redis.Redis.from_url(redis_url).hget(f"parla:job:{job_id}", "chunk_renders") or 0)
-        assert job["progress"]["chunks_total"] <= renders <= job["progress"]["chunks_total"] + 1
-        ours = tmp_path / "resumed.mp4"
-        ours.write_bytes(client.get(f"/v1/videos/{job_id}/video").content)
-        info = probe_video(ours)
-        assert info.frames == 50 and abs(info.duration_s - 2.0) <= 1 / 25
 
 
 def test_cancel_running_job_stops_within_a_chunk(redis_url: str, tmp_path: Path) -> None:
