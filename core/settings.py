@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     min_audio_seconds: float = Field(0.5, description="Shortest accepted audio.")
     max_audio_seconds: float = Field(600.0, description="Longest accepted audio.")
     fetch_timeout_s: float = Field(20.0, description="Timeout for downloading `image_url`/`audio_url`.")
+    fetch_allow_private_networks: bool = Field(
+        False,
+        description="Fetch image_url/audio_url/driving_video_url from loopback/private addresses (refused by default: SSRF).",
+    )
 
     # --- tenancy and limits
     api_keys: str | None = Field(

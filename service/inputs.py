@@ -6,20 +6,25 @@ import base64
 import binascii
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+import anyio
 import httpx
 from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
 
 from core.errors import InvalidInput
 from core.jobs import RenderOptions
+from core.netguard import BlockedAddress, UnsafeURL, check_url, guarded_async_client
 
 FILE_FIELDS = ("image", "audio", "driving_video")
 JSON_LIST_FIELDS = ("webhook_events",)
 JSON_OBJECT_FIELDS = ("metadata",)
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -86,9 +91,19 @@ async def submission_from_form(form: FormData, max_bytes: dict[str, int]) -> Sub
 
 
 async def submission_from_json(
-    body: Any, max_bytes: dict[str, int], fetch_timeout_s: float, client: httpx.AsyncClient | None = None
+    body: Any,
+    max_bytes: dict[str, int],
+    fetch_timeout_s: float,
+    client: httpx.AsyncClient | None = None,
+    *,
+    allow_private_networks: bool = False,
 ) -> Submission:
-    """JSON: ``image_url`` and ``audio_url`` (https or ``data:`` URIs) plus options."""
+    """JSON: ``image_url`` and ``audio_url`` (https or ``data:`` URIs) plus options.
+
+    ``client`` replaces the client built per fetch; it must come from
+    ``core.netguard.guarded_async_client``, which holds the address guard.
+    ``allow_private_networks`` is ``PARLA_FETCH_ALLOW_PRIVATE_NETWORKS``.
+    """
     if not isinstance(body, dict):
         raise InvalidInput("the JSON body must be an object", code="invalid_request")
     raw = dict(body)
@@ -100,20 +115,44 @@ async def submission_from_json(
     parts: dict[str, bytes] = {}
     for name, url in urls.items():
         if url is not None:
-            parts[name] = await fetch_url(name, url, max_bytes[name], fetch_timeout_s, client)
+            parts[name] = await fetch_url(
+                name,
+                url,
+                max_bytes[name],
+                fetch_timeout_s,
+                client,
+                allow_private_networks=allow_private_networks,
+            )
     return Submission(options, parts["image"], parts["audio"], parts.get("driving_video"))
 
 
 async def fetch_url(
-    name: str, url: Any, max_bytes: int, timeout_s: float, client: httpx.AsyncClient | None = None
+    name: str,
+    url: Any,
+    max_bytes: int,
+    timeout_s: float,
+    client: httpx.AsyncClient | None = None,
+    *,
+    allow_private_networks: bool = False,
 ) -> bytes:
-    """Bytes behind a ``data:`` URI or an ``https://`` URL (redirects not followed, size capped)."""
+    """Bytes behind a ``data:`` URI or an ``https://`` URL (redirects not followed, size and time capped).
+
+    Raises:
+        InvalidInput: ``invalid_url`` (not https or data:, credentials in the URL, no host),
+            ``<name>_too_large`` (413), or ``url_fetch_failed`` with one message whatever went
+            wrong, so that the answer tells nothing about the network behind the server (the
+            reason is logged).
+    """
     if not isinstance(url, str):
         raise InvalidInput(f"`{name}_url` must be a string", code="invalid_url")
     if url.startswith("data:"):
         data = decode_data_uri(name, url)
     elif url.startswith("https://"):
-        data = await _download(name, url, max_bytes, timeout_s, client)
+        try:
+            parsed = check_url(url, schemes={"https"})
+        except UnsafeURL as exc:
+            raise InvalidInput(f"`{name}_url` is refused: {exc}", code="invalid_url") from None
+        data = await _download(name, parsed, max_bytes, timeout_s, client, allow_private_networks)
     else:
         raise InvalidInput(f"`{name}_url` must be an https:// URL or a data: URI", code="invalid_url")
     if len(data) > max_bytes:
@@ -135,30 +174,43 @@ def decode_data_uri(name: str, uri: str) -> bytes:
     return unquote_to_bytes(payload)
 
 
+class _NotFetched(Exception):
+    """The server answered, but not with the file (a status other than 200)."""
+
+
 async def _download(
-    name: str, url: str, max_bytes: int, timeout_s: float, client: httpx.AsyncClient | None
+    name: str,
+    url: httpx.URL,
+    max_bytes: int,
+    timeout_s: float,
+    client: httpx.AsyncClient | None,
+    allow_private_networks: bool,
 ) -> bytes:
-    own_client = client is None
-    http = client or httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
+    http = client or guarded_async_client(allow_private_networks=allow_private_networks, timeout_s=timeout_s)
     try:
-        async with http.stream("GET", url) as response:
-            if response.status_code != 200:
-                raise InvalidInput(
-                    f"downloading `{name}_url` answered HTTP {response.status_code}", code="url_fetch_failed"
-                )
-            received = bytearray()
-            async for block in response.aiter_bytes():
-                received.extend(block)
-                if len(received) > max_bytes:
-                    raise InvalidInput(
-                        f"{name} is larger than {max_bytes} bytes", code=f"{name}_too_large", status_code=413
-                    )
-            return bytes(received)
-    except httpx.HTTPError as exc:
-        raise InvalidInput(f"downloading `{name}_url` failed: {exc}", code="url_fetch_failed") from None
+        with anyio.fail_after(timeout_s):  # the whole download: a slow drip must not hold the request
+            return await _read_capped(http, name, url, max_bytes)
+    except (httpx.HTTPError, BlockedAddress, TimeoutError, _NotFetched) as exc:
+        # The host only: the path or query may carry a token.
+        logger.warning("could not fetch %s_url from %s: %s: %s", name, url.host, type(exc).__name__, exc)
+        raise InvalidInput(f"could not fetch `{name}_url`", code="url_fetch_failed") from None
     finally:
-        if own_client:
+        if client is None:
             await http.aclose()
+
+
+async def _read_capped(http: httpx.AsyncClient, name: str, url: httpx.URL, max_bytes: int) -> bytes:
+    async with http.stream("GET", url, follow_redirects=False) as response:
+        if response.status_code != 200:
+            raise _NotFetched(f"answered HTTP {response.status_code}")
+        received = bytearray()
+        async for block in response.aiter_bytes():
+            received.extend(block)
+            if len(received) > max_bytes:
+                raise InvalidInput(
+                    f"{name} is larger than {max_bytes} bytes", code=f"{name}_too_large", status_code=413
+                )
+        return bytes(received)
 
 
 def _json_field(key: str, value: str) -> Any:

@@ -14,9 +14,10 @@ Semantics (Standard Webhooks' "deliverability" section):
   signature.
 - Unless ``allow_private_networks``, a URL whose host resolves to a non-global address (loopback,
   private, link-local such as the cloud metadata service) is not contacted: the delivery fails with
-  ``blocked_address`` (server-side request forgery guard; the API only checks URL syntax). The
-  check resolves the name just before the request, which narrows but does not close DNS
-  rebinding; an egress proxy is the complete answer.
+  ``blocked_address`` (server-side request forgery guard, ``core.netguard``; the API only checks
+  URL syntax). The name is resolved once, when the connection is opened, and the socket goes to
+  the address that was checked, so DNS rebinding cannot slip past the check. A URL with
+  credentials in it fails with ``invalid_url``; neither is retried.
 
 ``WebhookDispatcher.run_in_thread`` runs the loop in a daemon thread, so rendering never waits on
 a receiver; ``enqueue`` (the producer side) is a single Redis transaction.
@@ -24,10 +25,8 @@ a receiver; ``enqueue`` (the producer side) is a single Redis transaction.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import random
-import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -40,6 +39,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from core.netguard import BlockedAddress, UnsafeURL, check_url, guarded_client
 from core.webhook_outbox import Delivery, WebhookOutbox
 from core.webhooks import build_headers
 
@@ -50,6 +50,9 @@ DEFAULT_RETRY_SCHEDULE_S: Final = (5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 7200
 
 USER_AGENT: Final = "parla-webhooks/1"
 BLOCKED_ADDRESS: Final = "blocked_address"
+INVALID_URL: Final = "invalid_url"
+WEBHOOK_SCHEMES: Final = frozenset({"http", "https"})
+"""Schemes a delivery may use (whether http:// is accepted is decided at submission)."""
 
 WebhookOutcome = str
 """``delivered``, ``retrying``, ``failed`` (gave up) or ``dropped`` (410): the metric label."""
@@ -79,34 +82,17 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
     return max(0.0, moment.timestamp() - now)
 
 
-def non_global_address(url: str) -> str | None:
-    """The first non-global address ``url``'s host resolves to, or None (also when it does not resolve:
-    the attempt then fails as a connection error and is retried)."""
-    parts = urlsplit(url)
-    if not parts.hostname:
-        return None
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        infos = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
-    except (OSError, ValueError):
-        return None
-    for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        if not address.is_global or address.is_multicast:
-            return str(address)
-    return None
-
-
 class WebhookDispatcher:
     """Delivers due webhooks from a ``WebhookOutbox``; any number may share one Redis.
 
     Args:
         outbox: where deliveries are stored and claimed.
         secrets: signing keys from ``core.webhooks.parse_secrets`` (first = current).
-        http_client_factory: builds the ``httpx.Client`` used for every attempt (tests pass their
-            own); redirects are refused per request whatever the client says.
+        http_client_factory: builds the ``httpx.Client`` used for every attempt. The address
+            guard lives in the client's transport, so build it with
+            ``core.netguard.guarded_client`` (tests pass one with their own CA); redirects are
+            refused per request whatever the client says. Default: a guarded client honouring
+            ``allow_private_networks``.
         timeout_s: per-attempt timeout (the spec recommends 15 to 30 s).
         retry_schedule_s: waits before each retry of a terminal event; all > 0.
         jitter: fraction of random spread on each wait, in [0, 1).
@@ -116,7 +102,8 @@ class WebhookDispatcher:
         poll_interval_s: how often the background loop looks for due deliveries.
         max_retry_after_s: cap on a receiver's ``Retry-After``.
         allow_private_networks: contact hosts that resolve to loopback/private/link-local
-            addresses (tests, or a trusted internal receiver); refused by default.
+            addresses (tests, or a trusted internal receiver); refused by default. Applies to
+            the default client.
         on_outcome: called with ``delivered``/``retrying``/``failed``/``dropped`` after each
             attempt (hook for ``parla_webhook_deliveries_total``).
         clock: unix time source for ``webhook-timestamp`` and scheduling.
@@ -176,8 +163,10 @@ class WebhookDispatcher:
         self._thread: threading.Thread | None = None
 
     def _default_client(self) -> httpx.Client:
-        return httpx.Client(
-            timeout=self.timeout_s, follow_redirects=False, headers={"user-agent": USER_AGENT}
+        return guarded_client(
+            allow_private_networks=self.allow_private_networks,
+            timeout_s=self.timeout_s,
+            headers={"user-agent": USER_AGENT},
         )
 
     # One pass -----------------------------------------------------------------------------------
@@ -221,17 +210,28 @@ class WebhookDispatcher:
         return True
 
     def _attempt(self, delivery: Delivery) -> AttemptResult:
-        if not self.allow_private_networks and non_global_address(delivery.url) is not None:
-            return AttemptResult(BLOCKED_ADDRESS)
+        try:
+            url = check_url(delivery.url, schemes=WEBHOOK_SCHEMES)
+        except UnsafeURL as exc:
+            logger.warning("webhook %s to %s: %s; not sent", delivery.id, _host(delivery.url), exc)
+            return AttemptResult(INVALID_URL)
         headers = build_headers(self.secrets, delivery.id, int(self.clock()), delivery.body)
         try:
             response = self._http.post(
-                delivery.url,
+                url,
                 content=delivery.body,
                 headers=headers,
                 timeout=self.timeout_s,
                 follow_redirects=False,
             )
+        except BlockedAddress as exc:
+            logger.warning(
+                "webhook %s: %s resolves to the non-global address %s; not sent",
+                delivery.id,
+                _host(delivery.url),
+                exc.address,
+            )
+            return AttemptResult(BLOCKED_ADDRESS)
         except httpx.TimeoutException:
             return AttemptResult("timeout")
         except httpx.TransportError as exc:
@@ -247,10 +247,7 @@ class WebhookDispatcher:
         if isinstance(status, int) and 200 <= status < 300:
             self._write(delivery, token, "delivered", status, None, now)
             return
-        if status == BLOCKED_ADDRESS:
-            logger.warning(
-                "webhook %s: %s resolves to a non-global address; not sent", delivery.id, _host(delivery.url)
-            )
+        if status in (BLOCKED_ADDRESS, INVALID_URL):  # a retry would be refused the same way
             self._write(delivery, token, "failed", status, None, now)
             return
         if status == 410:
@@ -349,5 +346,8 @@ class WebhookDispatcher:
 
 
 def _host(url: str) -> str:
-    # Log the host only: webhook URLs often carry a token in their path or query.
-    return urlsplit(url).netloc or "<invalid url>"
+    # Log the host only: webhook URLs often carry a token in their path, query or userinfo.
+    try:
+        return urlsplit(url).hostname or "<no host>"
+    except ValueError:
+        return "<invalid url>"

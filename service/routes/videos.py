@@ -113,7 +113,12 @@ async def _read_submission(request: Request, services: Services) -> Submission:
             body = json.loads(await request.body())
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise InvalidInput("the body is not valid JSON", code="invalid_request") from None
-        return await submission_from_json(body, max_bytes, settings.fetch_timeout_s)
+        return await submission_from_json(
+            body,
+            max_bytes,
+            settings.fetch_timeout_s,
+            allow_private_networks=settings.fetch_allow_private_networks,
+        )
     raise InvalidInput(
         "send multipart/form-data (files) or application/json (URLs)",
         code="unsupported_media_type",

@@ -20,7 +20,8 @@ import redis
 from core.localredis import free_port
 from core.webhook_outbox import WebhookOutbox
 from core.webhooks import parse_secrets
-from worker.webhooks import DEFAULT_RETRY_SCHEDULE_S, WebhookDispatcher, non_global_address, parse_retry_after
+from tests.loopback import forbid_outside_connections
+from worker.webhooks import DEFAULT_RETRY_SCHEDULE_S, WebhookDispatcher, parse_retry_after
 
 SECRET = "whsec_" + base64.b64encode(b"parla-test-secret-0123456789ab").decode()
 OLD_SECRET = "whsec_" + base64.b64encode(b"an-older-secret-being-rotated!").decode()
@@ -39,6 +40,17 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+
+
+class CountingServer(ThreadingHTTPServer):
+    """Counts accepted TCP connections, so a test can tell "refused" from "sent nothing"."""
+
+    connections = 0
+
+    def get_request(self) -> tuple[Any, Any]:
+        accepted = super().get_request()
+        self.connections += 1
+        return accepted
 
 
 class Receiver:
@@ -70,16 +82,23 @@ class Receiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = CountingServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
 
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.server.server_address[1]}{path}"
 
     def to(self, path: str) -> list[Received]:
         with self.lock:
             return [request for request in self.requests if request.path == path]
+
+
+@pytest.fixture(autouse=True)
+def outside_attempts(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
+    attempts = forbid_outside_connections(monkeypatch)
+    yield attempts
+    assert attempts == [], f"connections outside loopback were attempted: {attempts}"
 
 
 @pytest.fixture()
@@ -225,7 +244,8 @@ def test_progress_is_throttled_and_never_retried(client: redis.Redis, receiver: 
     assert outbox.enqueue("job_1", "video.progress", receiver.url("/progress"), JOB, terminal=False) is None
     other_job = outbox.enqueue("job_2", "video.progress", receiver.url("/progress"), JOB, terminal=False)
     assert other_job is not None
-    with make_dispatcher(outbox) as dispatcher:
+    # One at a time, so that job_1 (due first) is the one that gets the scripted 500.
+    with make_dispatcher(outbox, max_concurrency=1) as dispatcher:
         now = time.time()
         assert dispatcher.deliver_due(now=now) == 2
         assert dispatcher.deliver_due(now=now + 3600) == 0
@@ -360,29 +380,56 @@ def test_default_schedule_spans_hours_and_constructor_checks(client: redis.Redis
         WebhookDispatcher(outbox, [])
 
 
-def test_non_global_addresses_are_not_contacted_by_default(client: redis.Redis, receiver: Receiver) -> None:
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1", "localhost", "127.1", "2130706433", "0x7f000001", "[::ffff:127.0.0.1]", "0.0.0.0"]
+)
+def test_non_global_addresses_are_not_contacted_by_default(
+    client: redis.Redis, receiver: Receiver, host: str
+) -> None:
     outbox = WebhookOutbox(client)
-    delivery_id = outbox.enqueue("job_1", "video.succeeded", receiver.url("/internal"), JOB, terminal=True)
-    with make_dispatcher(outbox, allow_private_networks=False) as dispatcher:
+    url = receiver.url("/internal", host=host)
+    delivery_id = outbox.enqueue("job_1", "video.succeeded", url, JOB, terminal=True)
+    outcomes: list[str] = []
+    with make_dispatcher(outbox, allow_private_networks=False, on_outcome=outcomes.append) as dispatcher:
         assert dispatcher.deliver_due() == 1
-    assert receiver.to("/internal") == []
+        assert dispatcher.deliver_due(now=time.time() + 3600) == 0  # not retried
+    assert receiver.to("/internal") == [] and receiver.server.connections == 0
     delivery = outbox.get(delivery_id)  # type: ignore[arg-type]
     assert delivery is not None and (delivery.state, delivery.last_status) == ("failed", "blocked_address")
+    assert outcomes == ["failed"]
 
 
-@pytest.mark.parametrize(
-    ("url", "blocked"),
-    [
-        ("http://127.0.0.1:8080/x", "127.0.0.1"),
-        ("http://169.254.169.254/latest/meta-data", "169.254.169.254"),
-        ("https://10.1.2.3/x", "10.1.2.3"),
-        ("https://[::ffff:192.168.0.1]/x", "192.168.0.1"),
-        ("https://[::1]/x", "::1"),
-        ("https://8.8.8.8/x", None),
-    ],
-)
-def test_non_global_address_detection(url: str, blocked: str | None) -> None:
-    assert non_global_address(url) == blocked
+def test_metadata_and_private_addresses_off_the_host_are_blocked(client: redis.Redis) -> None:
+    outbox = WebhookOutbox(client)
+    urls = ["http://169.254.169.254/latest/meta-data/", "https://10.1.2.3/x", "https://[fd00::1]/x"]
+    ids = [outbox.enqueue(f"job_{i}", "video.failed", url, JOB, terminal=True) for i, url in enumerate(urls)]
+    with make_dispatcher(outbox, allow_private_networks=False) as dispatcher:
+        assert dispatcher.deliver_due() == len(urls)
+    for delivery_id in ids:
+        delivery = outbox.get(delivery_id)  # type: ignore[arg-type]
+        assert delivery is not None and delivery.last_status == "blocked_address"
+
+
+def test_credentials_in_a_webhook_url_are_never_sent(client: redis.Redis, receiver: Receiver) -> None:
+    outbox = WebhookOutbox(client)
+    url = receiver.url("/creds", host="user:secret@127.0.0.1")
+    delivery_id = outbox.enqueue("job_1", "video.succeeded", url, JOB, terminal=True)
+    with make_dispatcher(outbox) as dispatcher:  # private networks allowed: only the URL is wrong
+        assert dispatcher.deliver_due() == 1
+    assert receiver.server.connections == 0
+    delivery = outbox.get(delivery_id)  # type: ignore[arg-type]
+    assert delivery is not None and (delivery.state, delivery.last_status) == ("failed", "invalid_url")
+
+
+def test_allowed_private_deliveries_arrive_through_the_guard(client: redis.Redis, receiver: Receiver) -> None:
+    outbox = WebhookOutbox(client)
+    outbox.enqueue("job_1", "video.succeeded", receiver.url("/allowed", host="localhost"), JOB, terminal=True)
+    with make_dispatcher(outbox, allow_private_networks=True) as dispatcher:
+        assert dispatcher.deliver_due() == 1
+    [request] = receiver.to("/allowed")
+    assert request.headers["host"] == f"localhost:{receiver.server.server_address[1]}"
+    assert independently_verified(request)
+    assert outbox.deliveries("job_1")[0]["state"] == "delivered"
 
 
 def test_a_stray_due_id_of_a_finished_delivery_is_not_sent_again(
