@@ -217,8 +217,9 @@ async def list_videos(
     tenant: TenantDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=32)] = None,
+    status: Annotated[JobStatus | None, Query(description="Only jobs in this status.")] = None,
 ) -> JobList:
-    jobs, next_cursor = services.jobs.list(tenant, limit, cursor)
+    jobs, next_cursor = services.jobs.list(tenant, limit, cursor, status=status)
     return JobList(data=[job_view(services, request, job) for job in jobs], next_cursor=next_cursor)
 
 

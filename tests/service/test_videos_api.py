@@ -245,3 +245,22 @@ def test_bad_driving_video_is_refused_at_submit(client: TestClient, driving: byt
 def test_decodable_driving_video_is_accepted(client: TestClient) -> None:
     assert submit_with_driving(client, small_video()).status_code == 202
 
+
+def test_list_filters_by_status_and_pages_within_it(client: TestClient) -> None:
+    ids = [submit(client).json()["id"] for _ in range(5)]
+    for job_id in ids[1::2]:
+        client.post(f"/v1/videos/{job_id}/cancel")
+    canceled = client.get("/v1/videos", params={"status": "canceled"}).json()
+    assert [j["id"] for j in canceled["data"]] == [ids[3], ids[1]] and canceled["next_cursor"] is None
+    first = client.get("/v1/videos", params={"status": "queued", "limit": 2}).json()
+    assert [j["id"] for j in first["data"]] == [ids[4], ids[2]] and first["next_cursor"]
+    rest = client.get(
+        "/v1/videos", params={"status": "queued", "limit": 2, "cursor": first["next_cursor"]}
+    ).json()
+    assert [j["id"] for j in rest["data"]] == [ids[0]] and rest["next_cursor"] is None
+    assert client.get("/v1/videos", params={"status": "succeeded"}).json() == {
+        "data": [],
+        "next_cursor": None,
+    }
+    unknown = client.get("/v1/videos", params={"status": "runnning"})
+    assert unknown.status_code == 422 and unknown.json()["error"]["code"] == "invalid_request"
