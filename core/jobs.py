@@ -11,6 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 WebhookEvent = Literal["video.started", "video.progress", "video.succeeded", "video.failed", "video.canceled"]
 MAX_METADATA_BYTES = 4096
+"""Size of ``metadata`` as compact UTF-8 JSON (what is stored), not as escaped ASCII."""
+MAX_METADATA_DEPTH = 8
+"""Deepest nesting of a submitted ``metadata`` object (``{"a": {}}`` is 2)."""
 
 
 def utcnow() -> datetime:
@@ -76,7 +79,9 @@ class RenderOptions(BaseModel):
         None, description="Events to send; default: the terminal ones."
     )
     metadata: dict[str, Any] | None = Field(
-        None, description=f"Your own JSON object (at most {MAX_METADATA_BYTES} bytes), returned as given."
+        None,
+        description=f"Your own JSON object (at most {MAX_METADATA_BYTES} bytes as UTF-8, nested at most "
+        f"{MAX_METADATA_DEPTH} levels), returned as given.",
     )
 
     @field_validator("head_motion")
@@ -96,8 +101,12 @@ class RenderOptions(BaseModel):
     @field_validator("metadata")
     @classmethod
     def _metadata_size(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None and len(json.dumps(value)) > MAX_METADATA_BYTES:
-            raise ValueError(f"metadata must serialise to at most {MAX_METADATA_BYTES} bytes")
+        # Counted as stored: compact, UTF-8 (an "é" is 2 bytes, not the 6 of its \u00e9 escape).
+        # A lone surrogate cannot be encoded: the UnicodeEncodeError is a ValueError, so a 422.
+        if value is not None:
+            size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+            if size > MAX_METADATA_BYTES:
+                raise ValueError(f"metadata is {size} bytes as JSON, more than {MAX_METADATA_BYTES}")
         return value
 
     @model_validator(mode="after")

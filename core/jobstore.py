@@ -164,27 +164,68 @@ class JobStore:
         value = self.redis.hget(self._key(job_id), "tenant")
         return _text(value) if value is not None else None
 
-    def list(self, tenant: str, limit: int = 20, cursor: str | None = None) -> tuple[list[Job], str | None]:
-        """Newest first. ``cursor`` is the opaque value returned as the previous page's ``next_cursor``."""
+    def list(
+        self,
+        tenant: str,
+        limit: int = 20,
+        cursor: str | None = None,
+        status: JobStatus | None = None,
+        max_scan: int = 1000,
+    ) -> tuple[list[Job], str | None]:
+        """Newest first. ``cursor`` is the opaque value returned as the previous page's ``next_cursor``.
+
+        With ``status``, only jobs in that status: the filter runs while paging through the index
+        and reads about ``max_scan`` index entries per call at most (bounded work per request), so a
+        page of a rare status may hold fewer than ``limit`` jobs, even none, and a ``next_cursor`` to
+        go on from. A ``next_cursor`` of None means there is nothing further.
+        """
         max_score: str = "+inf"
         if cursor:
             if not cursor.isdigit():
                 raise InvalidInput("invalid cursor", code="invalid_cursor", status_code=400)
             max_score = f"({cursor}"
-        rows = self.redis.zrevrangebyscore(
-            self._index_key(tenant), max_score, "-inf", start=0, num=limit + 1, withscores=True
-        )
+        index_key = self._index_key(tenant)
+        batch = limit + 1 if status is None else min(max(limit + 1, 100), max_scan)
         jobs: list[Job] = []
-        scored = cast(list[tuple[bytes, float]], rows)
-        for job_id, _score in scored[:limit]:
-            try:
-                jobs.append(self.get(_text(job_id)))
-            except NotFound:
-                self.redis.zrem(self._index_key(tenant), job_id)  # expired record
-            except ValidationError:  # one unreadable record must not break the tenant's whole list
-                log.error("job %s: its record cannot be read; left out of the list", _text(job_id))
-        next_cursor = str(int(scored[limit - 1][1])) if len(scored) > limit and limit > 0 else None
-        return jobs, next_cursor
+        consumed_score = 0.0  # every index entry down to this score is returned or filtered out
+        scanned = 0
+        while scanned < max_scan:
+            rows = cast(
+                list[tuple[bytes, float]],
+                self.redis.zrevrangebyscore(
+                    index_key, max_score, "-inf", start=0, num=batch, withscores=True
+                ),
+            )
+            if not rows:
+                return jobs, None
+            scanned += len(rows)
+            states: list[Any] = [None] * len(rows)
+            if status is not None:  # the status fields first: records are read only for matches
+                pipe = self.redis.pipeline(transaction=False)
+                for job_id, _score in rows:
+                    pipe.hget(self._key(_text(job_id)), "status")
+                states = pipe.execute()
+            for (job_id, score), state in zip(rows, states, strict=True):
+                wanted = status is None or (state is not None and _text(state) == status.value)
+                if wanted and len(jobs) == limit:  # a further match exists: the page is full
+                    return jobs, str(int(consumed_score))
+                consumed_score = score
+                if status is not None and state is None:
+                    self.redis.zrem(index_key, job_id)  # expired record
+                if not wanted:
+                    continue
+                try:
+                    job = self.get(_text(job_id))
+                except NotFound:
+                    self.redis.zrem(index_key, job_id)  # expired record
+                    continue
+                except ValidationError:  # one unreadable record must not break the tenant's list
+                    log.error("job %s: its record cannot be read; left out of the list", _text(job_id))
+                    continue
+                if status is None or job.status == status:  # it may have moved on since
+                    jobs.append(job)
+            max_score = f"({int(rows[-1][1])}"
+        return jobs, str(int(consumed_score))
 
     # --- idempotency
 

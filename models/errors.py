@@ -12,7 +12,7 @@ class EngineError(Exception):
 class EngineInputError(EngineError):
     """The inputs cannot be rendered (the caller's fault): carries a machine-readable ``code``.
 
-    Codes used: ``no_face_found``, ``face_too_small``, ``multiple_faces``, ``face_not_frontal``,
+    Codes used: ``no_face_found``, ``face_not_found``, ``face_too_small``, ``face_not_frontal``,
     ``invalid_driving_video``, ``invalid_params``.
     """
 

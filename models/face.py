@@ -265,18 +265,18 @@ def select_face(faces: list[Face], face_index: int | None) -> Face:
     """The face to animate: ``faces[face_index]``, or the largest when ``face_index`` is None.
 
     Raises:
-        EngineInputError: ``no_face_found`` when ``faces`` is empty, ``multiple_faces`` when
-            ``face_index`` is out of range.
+        EngineInputError: ``no_face_found`` when ``faces`` is empty, ``face_not_found`` when
+            ``face_index`` names a face that is not there.
     """
     if not faces:
         raise EngineInputError("no_face_found", "no face was found in the image")
     if face_index is None:
         return faces[0]
     if not 0 <= face_index < len(faces):
+        found = f"only {len(faces)} face was" if len(faces) == 1 else f"only {len(faces)} faces were"
         raise EngineInputError(
-            "multiple_faces",
-            f"face_index={face_index} is out of range: the image has {len(faces)} face(s), "
-            f"numbered from 0, largest first",
+            "face_not_found",
+            f"face_index {face_index} but {found} found (numbered from 0, largest first)",
         )
     return faces[face_index]
 
@@ -299,7 +299,7 @@ def admit_portrait(
         max_abs_yaw: degrees (``MAX_ABS_YAW_DEG`` by default).
 
     Raises:
-        EngineInputError: ``no_face_found``; ``multiple_faces`` (``face_index`` out of range);
+        EngineInputError: ``no_face_found``; ``face_not_found`` (``face_index`` out of range);
             ``face_too_small`` (shorter box side < ``min_face_size``); ``face_not_frontal``
             (``|yaw| > max_abs_yaw``).
     """

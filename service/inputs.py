@@ -17,7 +17,8 @@ from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
 
 from core.errors import InvalidInput
-from core.jobs import RenderOptions
+from core.jobs import MAX_METADATA_DEPTH, RenderOptions
+from core.jsonsafe import MAX_BODY_DEPTH, check_depth, check_text, loads_bounded
 from core.netguard import BlockedAddress, UnsafeURL, check_url, guarded_async_client
 
 FILE_FIELDS = ("image", "audio", "driving_video")
@@ -48,7 +49,20 @@ class Submission:
 
 
 def parse_options(raw: dict[str, Any]) -> RenderOptions:
-    """Validate render options; every problem is a 422 ``invalid_params`` naming the field."""
+    """Validate submitted render options; every problem is a 422 ``invalid_params`` naming the field.
+
+    Besides ``RenderOptions``' own checks, a submission's ``metadata`` must be an object when given
+    (``null`` is refused; omit it instead) nested at most ``MAX_METADATA_DEPTH`` levels. These rules
+    apply to new submissions only, so records stored before them stay readable.
+    """
+    if "metadata" in raw:
+        metadata = raw["metadata"]
+        if not isinstance(metadata, dict):
+            raise InvalidInput("metadata: must be a JSON object (omit it for none)", code="invalid_params")
+        try:
+            check_depth(metadata, MAX_METADATA_DEPTH, "metadata")
+        except ValueError as exc:
+            raise InvalidInput(str(exc), code="invalid_params") from None
     try:
         return RenderOptions.model_validate(raw)
     except ValidationError as exc:
@@ -72,13 +86,18 @@ async def submission_from_form(form: FormData, max_bytes: dict[str, int]) -> Sub
     files: dict[str, bytes] = {}
     raw: dict[str, Any] = {}
     for key, value in form.multi_items():
+        # A declared charset (e.g. utf-7) can decode a field into lone surrogates: refuse them
+        # before any name or value is stored or echoed in an error message.
+        _check_text(key, "a field name")
         if key in FILE_FIELDS:
             if not isinstance(value, UploadFile):
                 raise InvalidInput(f"`{key}` must be a file upload", code="invalid_request")
             files[key] = await _read_upload(value, key, max_bytes[key])
-        elif isinstance(value, UploadFile):
+            continue
+        if isinstance(value, UploadFile):
             raise InvalidInput(f"unexpected file field `{key}`", code="invalid_request")
-        elif key in JSON_LIST_FIELDS:
+        _check_text(value, f"`{key}`")
+        if key in JSON_LIST_FIELDS:
             raw.setdefault(key, []).extend(_json_or_csv(value))
         elif key in JSON_OBJECT_FIELDS:
             raw[key] = _json_field(key, value)
@@ -213,11 +232,25 @@ async def _read_capped(http: httpx.AsyncClient, name: str, url: httpx.URL, max_b
         return bytes(received)
 
 
-def _json_field(key: str, value: str) -> Any:
+def _check_text(value: Any, name: str) -> None:
+    """Lone surrogates or NUL anywhere in the request: its text is broken, a 422 ``invalid_request``."""
     try:
-        return json.loads(value)
+        check_text(value, name)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), code="invalid_request") from None
+
+
+def _json_field(key: str, value: str) -> Any:
+    """A form field holding JSON, parsed with the same bounds as a JSON body."""
+    max_depth = MAX_METADATA_DEPTH if key in JSON_OBJECT_FIELDS else MAX_BODY_DEPTH
+    try:
+        parsed = loads_bounded(value, max_depth)
     except json.JSONDecodeError:
         raise InvalidInput(f"`{key}` must be JSON", code="invalid_params") from None
+    except ValueError as exc:  # too deep, NaN, out-of-range numbers
+        raise InvalidInput(f"`{key}`: {exc}", code="invalid_params") from None
+    _check_text(parsed, key)
+    return parsed
 
 
 def _json_or_csv(value: str) -> list[Any]:

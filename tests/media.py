@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import struct
 import wave
+import zlib
 
 import numpy as np
 
@@ -18,6 +20,22 @@ def image_bytes(width: int = 256, height: int = 256, fmt: str = "PNG", seed: int
     buffer = io.BytesIO()
     Image.fromarray(noisy).save(buffer, format=fmt)
     return buffer.getvalue()
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims ``width`` x ``height`` (its pixel data is a few bytes)."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        crc = zlib.crc32(kind + payload)
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 16))
+        + chunk(b"IEND", b"")
+    )
 
 
 def tone_samples(seconds: float, sample_rate: int = 16_000, seed: int = 0) -> np.ndarray:

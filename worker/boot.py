@@ -15,7 +15,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from core.jobstore import JobStore
-from core.media import AudioLimits, ImageLimits
+from core.media import InputLimits
 from core.metrics import ParlaMetrics
 from core.notify import JobNotifier
 from core.queue import JobQueue, queue_name
@@ -192,12 +192,7 @@ def run_worker(settings: Settings, burst: bool = False) -> None:
             worker_name=name,
             lease_s=settings.lease_s,
             heartbeat_s=settings.heartbeat_s,
-            image_limits=ImageLimits(
-                settings.max_image_bytes, settings.max_image_pixels, settings.min_image_side
-            ),
-            audio_limits=AudioLimits(
-                settings.max_audio_bytes, settings.min_audio_seconds, settings.max_audio_seconds
-            ),
+            limits=InputLimits.from_settings(settings),
         )
     )
     device = resolve_device(settings.device)

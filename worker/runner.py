@@ -27,7 +27,7 @@ import numpy as np
 from core.errors import InvalidInput, NotFound, ParlaError
 from core.jobs import Job, JobError, JobStatus, Progress, RenderOptions, VideoResult
 from core.jobstore import Attempt, JobStore, LeaseLost
-from core.media import AudioLimits, ImageLimits, assemble_mp4, decode_audio, decode_image, encode_segment
+from core.media import InputLimits, assemble_mp4, decode_audio, decode_image, encode_segment
 from core.redisconn import TRANSIENT_REDIS_ERRORS
 from core.storage import Storage, job_key
 from models.engine import ChunkCarry, ChunkSpec, Engine, RenderInputs, RenderParams
@@ -92,8 +92,7 @@ class ChunkRunner:
         worker_name: recorded with each attempt's lease.
         lease_s: lease of an attempt; renewed every ``heartbeat_s``.
         heartbeat_s: lease renewal interval.
-        image_limits: limits the stored portrait is decoded with (the API's, from settings).
-        audio_limits: likewise for the speech.
+        limits: the deployment's input limits (``InputLimits.from_settings``, as the API checks them).
     """
 
     def __init__(
@@ -106,8 +105,7 @@ class ChunkRunner:
         worker_name: str = "",
         lease_s: float = 60.0,
         heartbeat_s: float = 10.0,
-        image_limits: ImageLimits | None = None,
-        audio_limits: AudioLimits | None = None,
+        limits: InputLimits | None = None,
     ) -> None:
         self.engine = engine
         self.jobs = jobs
@@ -116,8 +114,7 @@ class ChunkRunner:
         self.worker_name = worker_name
         self.lease_s = lease_s
         self.heartbeat_s = heartbeat_s
-        self.image_limits = image_limits or ImageLimits()
-        self.audio_limits = audio_limits or AudioLimits()
+        self.limits = limits or InputLimits()
 
     @contextmanager
     def _stage(self, name: str) -> Iterator[None]:
@@ -199,10 +196,10 @@ class ChunkRunner:
     def _load_inputs(self, job_id: str) -> tuple[RenderInputs, bytes]:
         with self._stage("decode"):
             image = decode_image(
-                self.storage.get_bytes(job_key(job_id, "inputs", "image")), self.image_limits
+                self.storage.get_bytes(job_key(job_id, "inputs", "image")), self.limits.image
             )
             audio_bytes = self.storage.get_bytes(job_key(job_id, "inputs", "audio"))
-            audio = decode_audio(audio_bytes, self.audio_limits)
+            audio = decode_audio(audio_bytes, self.limits.audio)
             driving_key = job_key(job_id, "inputs", "driving_video")
             driving = self.storage.get_bytes(driving_key) if self.storage.exists(driving_key) else None
         return RenderInputs(image, audio.samples, audio.sample_rate, driving), audio_bytes

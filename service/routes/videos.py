@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 from typing import Annotated, Any
@@ -14,7 +13,8 @@ from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from core.errors import Conflict, InvalidInput, NotFound, ParlaError
 from core.jobs import Job, JobList, JobStatus
 from core.jobstore import new_job_id
-from core.media import AudioLimits, ImageLimits, decode_audio, decode_image
+from core.jsonsafe import MAX_BODY_DEPTH, check_text, loads_bounded
+from core.media import InputLimits, check_video, decode_audio, decode_image
 from core.storage import job_key, video_url
 from core.webhooks import validate_webhook_url
 from service.deps import Services, ServicesDep, TenantDep
@@ -110,9 +110,10 @@ async def _read_submission(request: Request, services: Services) -> Submission:
         return await submission_from_form(form, max_bytes)
     if content_type == "application/json":
         try:
-            body = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise InvalidInput("the body is not valid JSON", code="invalid_request") from None
+            body = loads_bounded(await request.body(), MAX_BODY_DEPTH)
+            check_text(body)
+        except ValueError as exc:  # not JSON, not UTF-8, too deep, NaN, lone surrogates
+            raise InvalidInput(f"the body is not acceptable JSON: {exc}", code="invalid_request") from None
         return await submission_from_json(
             body,
             max_bytes,
@@ -127,16 +128,12 @@ async def _read_submission(request: Request, services: Services) -> Submission:
 
 
 def _validate_media(services: Services, submission: Submission) -> None:
-    """Decode both files (refusing bad ones with their own codes) and run the face check."""
-    settings = services.settings
-    image = decode_image(
-        submission.image,
-        ImageLimits(settings.max_image_bytes, settings.max_image_pixels, settings.min_image_side),
-    )
-    decode_audio(
-        submission.audio,
-        AudioLimits(settings.max_audio_bytes, settings.min_audio_seconds, settings.max_audio_seconds),
-    )
+    """Decode the files (refusing bad ones with their own codes) and run the face check."""
+    limits = InputLimits.from_settings(services.settings)
+    image = decode_image(submission.image, limits.image)
+    decode_audio(submission.audio, limits.audio)
+    if submission.driving_video is not None:
+        check_video(submission.driving_video, limits.driving_video)
     if services.portrait_check is not None:
         services.portrait_check(image, submission.options.face_index)
 
@@ -225,8 +222,9 @@ async def list_videos(
     tenant: TenantDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=32)] = None,
+    status: Annotated[JobStatus | None, Query(description="Only jobs in this status.")] = None,
 ) -> JobList:
-    jobs, next_cursor = services.jobs.list(tenant, limit, cursor)
+    jobs, next_cursor = services.jobs.list(tenant, limit, cursor, status=status)
     return JobList(data=[job_view(services, request, job) for job in jobs], next_cursor=next_cursor)
 
 

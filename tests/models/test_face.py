@@ -155,7 +155,8 @@ def test_several_faces_largest_first(analyzer: MediaPipeFaceAnalyzer, portrait: 
     for index in (2, -1):
         with pytest.raises(EngineInputError) as error:
             admit_portrait(pair, face_index=index, analyzer=analyzer)
-        assert error.value.code == "multiple_faces"
+        assert error.value.code == "face_not_found"
+        assert error.value.message.startswith(f"face_index {index} but only 2 faces were found")
     with pytest.raises(EngineInputError) as error:
         select_face([], 0)
     assert error.value.code == "no_face_found"

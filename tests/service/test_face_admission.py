@@ -51,6 +51,11 @@ def test_tiny_face_is_refused(client: TestClient) -> None:
     assert post(client, png(small)) == (422, "face_too_small")
 
 
-def test_face_index_out_of_range_is_multiple_faces(client: TestClient) -> None:
-    status, code = post(client, (ASSETS / "portrait.png").read_bytes(), face_index="3")
-    assert (status, code) == (422, "multiple_faces")
+def test_face_index_out_of_range_is_face_not_found(client: TestClient) -> None:
+    files = {"image": ("p.png", (ASSETS / "portrait.png").read_bytes()), "audio": ("a.wav", wav_bytes(1.0))}
+    response = client.post("/v1/videos", files=files, data={"face_index": "3"})
+    assert response.status_code == 422
+    assert response.json()["error"] == {
+        "code": "face_not_found",
+        "message": "face_index 3 but only 1 face was found (numbered from 0, largest first)",
+    }

@@ -4,10 +4,12 @@ import base64
 import json
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.media import encoded_audio, image_bytes, wav_bytes
+from core.media import encode_segment
+from tests.media import encoded_audio, image_bytes, png_header, wav_bytes
 
 IMAGE = image_bytes(256, 256)
 AUDIO = wav_bytes(1.0)
@@ -114,6 +116,7 @@ BAD_INPUTS = [
     ("gif image", lambda: {"image": image_bytes(300, 300, "GIF")}, 422, "unsupported_image_format"),
     ("tiny image", lambda: {"image": image_bytes(100, 300)}, 422, "image_too_small"),
     ("huge image file", lambda: {"image": b"\x89PNG" + b"0" * 2_100_000}, 413, "image_too_large"),
+    ("bomb past pillow's cap", lambda: {"image": png_header(20_000, 10_000)}, 413, "image_too_large"),
     ("garbage audio", lambda: {"audio": b"ID3\x03garbage"}, 422, "invalid_audio"),
     ("image as audio", lambda: {"audio": IMAGE}, 422, "invalid_audio"),
     ("short audio", lambda: {"audio": wav_bytes(0.3)}, 422, "audio_too_short"),
@@ -208,3 +211,56 @@ def test_webhook_url_is_checked_when_webhooks_are_configured(settings: Any) -> N
 def test_invalid_list_cursor_is_400_with_code(client: TestClient) -> None:
     response = client.get("/v1/videos", params={"cursor": "not-a-cursor"})
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_cursor"
+
+
+def small_video() -> bytes:
+    return encode_segment(np.full((5, 32, 48, 3), 128, np.uint8), 25)
+
+
+def submit_with_driving(client: TestClient, driving: bytes) -> Any:
+    files = {
+        "image": ("portrait.png", IMAGE, "image/png"),
+        "audio": ("speech.wav", AUDIO, "audio/wav"),
+        "driving_video": ("drive.mp4", driving, "video/mp4"),
+    }
+    return client.post("/v1/videos", files=files)
+
+
+@pytest.mark.parametrize(
+    "driving", [b"this is plain text", AUDIO, small_video()[:200]], ids=["text", "audio", "truncated"]
+)
+def test_bad_driving_video_is_refused_at_submit(client: TestClient, driving: bytes) -> None:
+    response = submit_with_driving(client, driving)
+    assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_driving_video"
+    body = {
+        "image_url": "data:image/png;base64," + base64.b64encode(IMAGE).decode(),
+        "audio_url": "data:audio/wav;base64," + base64.b64encode(AUDIO).decode(),
+        "driving_video_url": "data:video/mp4;base64," + base64.b64encode(driving).decode(),
+    }
+    response = client.post("/v1/videos", json=body)
+    assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_driving_video"
+    assert client.get("/v1/videos").json()["data"] == []
+
+
+def test_decodable_driving_video_is_accepted(client: TestClient) -> None:
+    assert submit_with_driving(client, small_video()).status_code == 202
+
+
+def test_list_filters_by_status_and_pages_within_it(client: TestClient) -> None:
+    ids = [submit(client).json()["id"] for _ in range(5)]
+    for job_id in ids[1::2]:
+        client.post(f"/v1/videos/{job_id}/cancel")
+    canceled = client.get("/v1/videos", params={"status": "canceled"}).json()
+    assert [j["id"] for j in canceled["data"]] == [ids[3], ids[1]] and canceled["next_cursor"] is None
+    first = client.get("/v1/videos", params={"status": "queued", "limit": 2}).json()
+    assert [j["id"] for j in first["data"]] == [ids[4], ids[2]] and first["next_cursor"]
+    rest = client.get(
+        "/v1/videos", params={"status": "queued", "limit": 2, "cursor": first["next_cursor"]}
+    ).json()
+    assert [j["id"] for j in rest["data"]] == [ids[0]] and rest["next_cursor"] is None
+    assert client.get("/v1/videos", params={"status": "succeeded"}).json() == {
+        "data": [],
+        "next_cursor": None,
+    }
+    unknown = client.get("/v1/videos", params={"status": "runnning"})
+    assert unknown.status_code == 422 and unknown.json()["error"]["code"] == "invalid_request"

@@ -159,3 +159,22 @@ def test_canceled_before_start_is_skipped(jobs: JobStore, storage: LocalStorage)
     engine = CrashingEngine()
     assert ChunkRunner(engine, jobs, storage).run(job_id) is None
     assert engine.rendered == []
+
+
+def test_the_worker_decodes_with_the_deployment_limits_not_the_defaults(
+    jobs: JobStore, storage: LocalStorage
+) -> None:
+    """The API admitted the clip under the settings' limits; the worker must apply the same ones."""
+    from core.media import AudioLimits, InputLimits
+
+    strict = ChunkRunner(
+        PatternEngine(), jobs, storage, limits=InputLimits(audio=AudioLimits(max_seconds=0.8))
+    )
+    job_id = new_job(jobs, storage, seconds=1.0)
+    assert strict.run(job_id) == JobStatus.FAILED
+    error = jobs.get(job_id).error
+    assert error is not None and error.code == "audio_too_long"
+    lenient = ChunkRunner(
+        PatternEngine(), jobs, storage, limits=InputLimits(audio=AudioLimits(max_seconds=900))
+    )
+    assert lenient.run(new_job(jobs, storage, seconds=1.0)) == JobStatus.SUCCEEDED

@@ -122,7 +122,7 @@ def test_input_errors(engine: WarpEngine, speech: np.ndarray, portrait: np.ndarr
         engine.prepare(
             RenderInputs(image=portrait, audio=speech[:16000]), RenderParams(size=128, face_index=1)
         )
-    assert error.value.code == "multiple_faces"
+    assert error.value.code == "face_not_found"
     for params in (RenderParams(size=16), RenderParams(head_motion=1.5), RenderParams(head_motion="wild")):  # type: ignore[arg-type]
         with pytest.raises(EngineInputError) as error:
             engine.prepare(RenderInputs(image=portrait, audio=speech[:16000]), params)
