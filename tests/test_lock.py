@@ -137,6 +137,21 @@ def test_torch_is_pinned_in_pyproject_and_makefile_but_not_locked(
         assert common in locked, f"torch's dependency {common} must be locked"
 
 
+def test_make_venv_installs_torch_then_the_lock_then_checks() -> None:
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    rule = re.search(r"^\$\(STAMP\):(.*)\n((?:\t.*\n)+)", makefile, re.MULTILINE)
+    assert rule is not None, "the Makefile has no $(STAMP) rule"
+    assert {"requirements.lock", "Makefile"} <= set(rule.group(1).split()), "a lock change must reinstall"
+    recipe = rule.group(2).splitlines()
+    torch_step = next(i for i, line in enumerate(recipe) if TORCH_PIN in line)
+    lock_step = next(i for i, line in enumerate(recipe) if "-r requirements.lock" in line)
+    check_step = next(i for i, line in enumerate(recipe) if re.search(r"\bcheck\b", line))
+    assert torch_step < lock_step < check_step < len(recipe) - 1 and "touch $@" in recipe[-1]
+    assert "--require-hashes" in recipe[lock_step] and "--no-deps" in recipe[lock_step]
+    assert "TORCH_INDEX_URL" in recipe[torch_step]
+    assert not re.search(r"install[^\n]*(--upgrade|-U)\b", makefile), "no unpinned upgrades (pip included)"
+
+
 def test_no_cuda_only_package_is_locked(locked: dict[str, tuple[Version, list[str]]]) -> None:
     cuda = sorted(name for name in locked if name.startswith(("nvidia-", "cuda-")) or name == "triton")
     assert not cuda, f"the lock was resolved against a CUDA torch: {cuda}"
