@@ -43,7 +43,7 @@ RUN pip install --no-cache-dir --disable-pip-version-check --no-deps --no-build-
 # --- runtime --------------------------------------------------------------------------------------
 FROM base AS runtime
 COPY --from=build /opt/venv /opt/venv
-COPY deploy/healthcheck.py /app/healthcheck.py
+COPY deploy/healthcheck.py deploy/create_bucket.py /app/
 RUN useradd --create-home --uid 10001 --user-group parla \
  && mkdir -p /weights /app/var \
  && chown parla:parla /app/var

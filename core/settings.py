@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     )
 
     # --- worker
+    worker_metrics_host: str = Field(
+        "127.0.0.1", description="Address of the worker's /metrics and /healthz."
+    )
     worker_metrics_port: int = Field(9100, description="Port of the worker's /metrics and /healthz (0: off).")
     lease_s: int = Field(60, description="A running job whose worker is silent this long is re-queued.")
     heartbeat_s: float = Field(10.0, description="Interval of the worker's heartbeat while a job runs.")
