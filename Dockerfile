@@ -19,27 +19,31 @@ RUN apt-get update \
  && apt-get autoremove -y \
  && rm -rf /var/lib/apt/lists/*
 
-# --- build: a virtualenv with CUDA torch, then the project's other dependencies ---------------------
+# --- build: a virtualenv with CUDA torch, then every other dependency from requirements.lock ------
 FROM base AS build
 ARG TORCH_VERSION=2.13.0
-# The CUDA wheel index: the CPU pin used on laptops/CI would give a torch without CUDA.
+# The CUDA wheel index: the CPU wheel used on laptops/CI would give a torch without CUDA.
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
 RUN python3.11 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-RUN pip install --no-cache-dir --upgrade pip \
- && pip install --no-cache-dir --index-url ${TORCH_INDEX_URL} torch==${TORCH_VERSION}
+# torch first, with its dependencies: a CUDA torch brings its own nvidia-* and triton wheels, pinned
+# exactly by its metadata (the lock, made against the CPU wheel, has none of them).
+RUN pip install --no-cache-dir --disable-pip-version-check --index-url ${TORCH_INDEX_URL} torch==${TORCH_VERSION}
+# Then the lock: hashes checked, nothing resolved, so the image gets the versions that CI tested
+# (dev tools included: one lock for everything). `pip check` proves that this torch agrees with them.
 # Dependencies before sources, so that a code change does not reinstall them.
-COPY pyproject.toml /src/pyproject.toml
-RUN python -c "import tomllib; deps = tomllib.load(open('/src/pyproject.toml', 'rb'))['project']['dependencies']; print('\n'.join(d for d in deps if not d.replace(' ', '').startswith('torch=')))" > /tmp/requirements.txt \
- && pip install --no-cache-dir -r /tmp/requirements.txt \
+COPY requirements.lock /src/requirements.lock
+RUN pip install --no-cache-dir --disable-pip-version-check --require-hashes --no-deps -r /src/requirements.lock \
+ && pip check \
  && python -c "import torch; assert torch.version.cuda, 'torch was installed without CUDA'"
 COPY . /src
-RUN pip install --no-cache-dir --no-deps /src
+# --no-build-isolation: build with the locked setuptools instead of fetching an unpinned one.
+RUN pip install --no-cache-dir --disable-pip-version-check --no-deps --no-build-isolation /src
 
 # --- runtime --------------------------------------------------------------------------------------
 FROM base AS runtime
 COPY --from=build /opt/venv /opt/venv
-COPY deploy/healthcheck.py /app/healthcheck.py
+COPY deploy/healthcheck.py deploy/create_bucket.py /app/
 RUN useradd --create-home --uid 10001 --user-group parla \
  && mkdir -p /weights /app/var \
  && chown parla:parla /app/var

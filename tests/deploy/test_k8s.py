@@ -32,6 +32,42 @@ def env_names(item: dict[str, Any]) -> dict[str, str]:
     return {entry["name"]: str(entry.get("value")) for entry in item.get("env", [])}
 
 
+def effective_env(objects: dict[tuple[str, str], Any], deployment: str) -> dict[str, str]:
+    """What the container sees: the ConfigMaps of ``envFrom``, then ``env`` (which wins)."""
+    main = container(objects[("Deployment", deployment)])
+    seen: dict[str, str] = {}
+    for source in main["envFrom"]:
+        if "configMapRef" in source:
+            seen |= {
+                key: str(value)
+                for key, value in objects[("ConfigMap", source["configMapRef"]["name"])]["data"].items()
+            }
+    return seen | env_names(main)
+
+
+def test_api_and_worker_see_the_same_engine_settings(objects: dict[tuple[str, str], Any]) -> None:
+    """The API enqueues on ``parla-<engine>``, a worker serves PARLA_ENGINE's queue: they must agree."""
+    api, worker = effective_env(objects, "parla-api"), effective_env(objects, "parla-worker")
+    for name in ("PARLA_ENGINE", "PARLA_ENGINES", "PARLA_ENGINE_OPTIONS"):
+        assert api.get(name) == worker.get(name), name
+    assert "PARLA_ENGINE" in objects[("ConfigMap", "parla-config")]["data"], "shared: in the ConfigMap"
+    accepted = [e.strip() for e in api.get("PARLA_ENGINES", "").split(",") if e.strip()]
+    assert not accepted or worker["PARLA_ENGINE"] in accepted
+
+
+def test_worker_metrics_listen_beyond_loopback(objects: dict[tuple[str, str], Any]) -> None:
+    assert (
+        env_names(container(objects[("Deployment", "parla-worker")]))["PARLA_WORKER_METRICS_HOST"]
+        == "0.0.0.0"
+    )
+
+
+def test_kustomization_pins_the_image() -> None:
+    [kustomization] = load_yaml_documents(K8S / "kustomization.yaml")
+    [image] = kustomization["images"]
+    assert image.get("digest") or (image.get("newTag") and image["newTag"] != "latest")
+
+
 def test_kustomization_lists_every_manifest_but_the_example_secret() -> None:
     [kustomization] = load_yaml_documents(K8S / "kustomization.yaml")
     listed = set(kustomization["resources"])
