@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -24,6 +24,17 @@ from core.errors import Conflict, InvalidInput, NotFound
 from core.jobs import Job, JobError, JobStatus, Progress, RenderOptions, VideoResult, utcnow
 
 IDEMPOTENCY_TTL_S = 24 * 3600
+
+# KEYS: the idempotency key. ARGV: job id. Deletes the key only while it names that job.
+_FORGET_IDEMPOTENT_SCRIPT = """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+local ok, stored = pcall(cjson.decode, raw)
+if ok and type(stored) == 'table' and stored['job_id'] == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
 
 
 def new_job_id() -> str:
@@ -49,6 +60,7 @@ class JobStore:
         self.redis = client
         self.prefix = prefix
         self.ttl_s = ttl_s
+        self._forget_idempotent_script = client.register_script(_FORGET_IDEMPOTENT_SCRIPT)
 
     def _key(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"
@@ -94,6 +106,28 @@ class JobStore:
         job.progress = Progress.model_validate_json(fields[1]) if fields[1] else Progress()
         return job
 
+    def get_many(self, job_ids: Sequence[str]) -> dict[str, Job]:
+        """The records of ``job_ids`` in one round trip; ids without a record are left out."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hmget(self._key(job_id), ["record", "progress"])
+            rows = pipe.execute()
+        jobs: dict[str, Job] = {}
+        for job_id, (record, progress) in zip(job_ids, rows, strict=True):
+            if record is None:
+                continue
+            job = Job.model_validate_json(record)
+            job.progress = Progress.model_validate_json(progress) if progress else Progress()
+            jobs[job_id] = job
+        return jobs
+
+    def delete(self, tenant: str, job_id: str) -> None:
+        """Remove the job's record and its entry in the tenant's index (a submission rolled back)."""
+        with self.redis.pipeline() as pipe:
+            pipe.delete(self._key(job_id))
+            pipe.zrem(self._index_key(tenant), job_id)
+            pipe.execute()
+
     def tenant_of(self, job_id: str) -> str | None:
         value = self.redis.hget(self._key(job_id), "tenant")
         return _text(value) if value is not None else None
@@ -108,13 +142,13 @@ class JobStore:
         rows = self.redis.zrevrangebyscore(
             self._index_key(tenant), max_score, "-inf", start=0, num=limit + 1, withscores=True
         )
-        jobs: list[Job] = []
         scored = cast(list[tuple[bytes, float]], rows)
-        for job_id, _score in scored[:limit]:
-            try:
-                jobs.append(self.get(_text(job_id)))
-            except NotFound:
-                self.redis.zrem(self._index_key(tenant), job_id)  # expired record
+        page_ids = [_text(job_id) for job_id, _score in scored[:limit]]
+        found = self.get_many(page_ids)  # one round trip for the page, not one per job
+        jobs = [found[job_id] for job_id in page_ids if job_id in found]
+        expired = [job_id for job_id in page_ids if job_id not in found]
+        if expired:
+            self.redis.zrem(self._index_key(tenant), *expired)
         next_cursor = str(int(scored[limit - 1][1])) if len(scored) > limit and limit > 0 else None
         return jobs, next_cursor
 
@@ -140,6 +174,15 @@ class JobStore:
             return job_id
         winner = self.find_idempotent(tenant, key, request_hash)
         return winner or job_id
+
+    def forget_idempotent(self, tenant: str, key: str, job_id: str) -> bool:
+        """Unbind ``key`` if it is still bound to ``job_id`` (a submission that failed half-way).
+
+        Atomic (one Lua compare-and-delete), so a failed request never frees a key that a
+        concurrent request has bound to its own job. Returns whether the key was removed.
+        """
+        removed = self._forget_idempotent_script(keys=[f"{self.prefix}idem:{tenant}:{key}"], args=[job_id])
+        return bool(removed)
 
     # --- state changes (each atomic: WATCH + MULTI)
 
@@ -207,8 +250,14 @@ class JobStore:
 
         return self._update(job_id, change)
 
-    def request_cancel(self, job_id: str) -> Job:
-        """A queued job is canceled at once; a running one is flagged and stops within one chunk."""
+    def request_cancel(self, job_id: str) -> tuple[Job, bool]:
+        """A queued job is canceled at once; a running one is flagged and stops within one chunk.
+
+        Returns:
+            ``(job, canceled_now)``: ``canceled_now`` is True only for the call whose transition
+            moved the job from ``queued`` to ``canceled``, so events and counters follow it once
+            however often a client repeats the cancel.
+        """
         self.redis.hset(self._key(job_id), "cancel", "1")
 
         def change(job: Job) -> bool:
@@ -219,8 +268,10 @@ class JobStore:
             job.error = JobError(code="canceled", message="canceled before it started")
             return True
 
-        self._update(job_id, change)
-        return self.get(job_id)
+        canceled = self._update(job_id, change)
+        if canceled is not None:
+            return canceled, True
+        return self.get(job_id), False
 
     def cancel_requested(self, job_id: str) -> bool:
         return _text(self.redis.hget(self._key(job_id), "cancel") or b"0") == "1"
