@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Final
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Header, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 
 from core.errors import Conflict, NotFound, ParlaError
@@ -86,7 +86,6 @@ def parse_range(header: str | None, size: int) -> ByteSpan | None:
 )
 def download_video(
     job_id: str,
-    request: Request,
     services: ServicesDep,
     tenant: TenantDep,
     range_header: Annotated[str | None, Header(alias="range")] = None,

@@ -246,7 +246,8 @@ def _roll_back(services: Services, tenant: str, job_id: str, idempotency_key: st
     """Undo a submission that failed after admission: record first, so no worker starts it.
 
     Each step is tried even when an earlier one fails (Redis or storage may still be down); what
-    cannot be undone is logged, and expires on its own (record TTL, key TTL, stale-slot pruning).
+    cannot be undone is logged with the job id. Left behind then: the key (expires after 24 h) and
+    the slot (pruned as stale after a day), both of which only hold back this tenant.
     """
     steps: list[tuple[str, Callable[[], object]]] = [
         ("job record", lambda: services.jobs.delete(tenant, job_id)),
@@ -259,12 +260,19 @@ def _roll_back(services: Services, tenant: str, job_id: str, idempotency_key: st
     if services.release_submission is not None:
         release = services.release_submission
         steps.append(("queued slot", lambda: release(tenant, job_id)))
+    left = []
     for what, undo in steps:
         try:
             undo()
         except Exception:
             log.exception("job %s: rolling back the failed submission could not remove its %s", job_id, what)
-    log.warning("job %s: submission by %s failed and was rolled back", job_id, tenant)
+            left.append(what)
+    log.warning(
+        "job %s: submission by %s failed; rolled back%s",
+        job_id,
+        tenant,
+        f" except its {', '.join(left)}" if left else "",
+    )
 
 
 def _replay(services: Services, request: Request, job_id: str) -> JSONResponse:
