@@ -44,6 +44,16 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
+def started_here(pid: int, state_dir: Path) -> bool:
+    """Whether ``pid`` still is a process of this test's stack (not a reused pid)."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except (FileNotFoundError, PermissionError):
+        return False
+    return str(state_dir).encode() in environ or cwd.startswith(str(state_dir))
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("PARLA_")}
     return {**env, "PARLA_AUTH_DISABLED": "true", "PARLA_FACE_CHECK": "false", **extra}
@@ -89,6 +99,7 @@ def test_sigterm_to_stack_run_stops_every_child(tmp_path: Path) -> None:
         stderr=subprocess.STDOUT,
         text=True,
     )
+    children: set[int] = set()
     try:
         lines: list[str] = []
         deadline = time.monotonic() + 120
@@ -104,7 +115,11 @@ def test_sigterm_to_stack_run_stops_every_child(tmp_path: Path) -> None:
         assert process.wait(timeout=60) == 128 + signal.SIGTERM
         leftover = {pid for pid in children if alive(pid)}
         assert not leftover, leftover
-    finally:
+    finally:  # a failed run must not leave its processes behind either
         if process.poll() is None:
+            children |= descendants(process.pid)
             process.kill()
             process.wait()
+        for pid in children:
+            if alive(pid) and started_here(pid, tmp_path):
+                os.kill(pid, signal.SIGKILL)

@@ -37,12 +37,12 @@ def assert_unavailable(response: httpx.Response) -> None:
 
 def test_stopped_redis_is_503_then_the_api_recovers_on_restart(tmp_path: Path) -> None:
     server = LocalRedis(tmp_path / "redis").start()
-    port = server.port
+    restarted = LocalRedis(tmp_path / "redis", port=server.port)
     app = create_app(outage_settings(server.url, tmp_path))  # the API's own Redis client
-    with TestClient(app, raise_server_exceptions=False) as client:
-        assert client.get("/v1/videos").status_code == 200
-        server.stop()
-        try:
+    try:
+        with TestClient(app, raise_server_exceptions=False) as client:
+            assert client.get("/v1/videos").status_code == 200
+            server.stop()
             for method, path, kwargs in (
                 ("GET", "/v1/videos/vid_x", {}),
                 ("GET", "/v1/videos", {}),
@@ -55,16 +55,16 @@ def test_stopped_redis_is_503_then_the_api_recovers_on_restart(tmp_path: Path) -
                 assert time.monotonic() - started < 3, f"{method} {path} hung"
             ready = client.get("/readyz")
             assert ready.status_code == 503 and ready.json()["checks"]["redis"].startswith("error")
-        finally:
-            restarted = LocalRedis(tmp_path / "redis", port=port).start()
-        try:
+
+            restarted.start()  # same port: the API's pooled connections are stale now
             assert client.get("/v1/videos/vid_x").json()["error"]["code"] == "job_not_found"
             assert client.get("/v1/videos").status_code == 200
             submitted = client.post("/v1/videos", files=FILES, headers={"Idempotency-Key": "k1"})
             assert submitted.status_code == 202, submitted.text
             assert client.get("/readyz").status_code == 200
-        finally:
-            restarted.stop()
+    finally:
+        server.stop()
+        restarted.stop()
 
 
 def test_a_redis_that_never_answers_is_a_503_within_the_timeout(tmp_path: Path) -> None:
