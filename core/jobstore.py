@@ -28,7 +28,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, cast
@@ -90,6 +90,18 @@ def _redis_now_ms(client: redis.Redis) -> int:
     return int(seconds) * 1000 + int(micros) // 1000
 
 
+# KEYS: the idempotency key. ARGV: job id. Deletes the key only while it names that job.
+_FORGET_IDEMPOTENT_SCRIPT = """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+local ok, stored = pcall(cjson.decode, raw)
+if ok and type(stored) == 'table' and stored['job_id'] == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
 def new_job_id() -> str:
     """Sortable-enough, unguessable job id: ``vid_`` + 20 random base32 characters."""
     alphabet = "abcdefghijklmnopqrstuvwxyz234567"
@@ -115,6 +127,7 @@ class JobStore:
         self.ttl_s = ttl_s
         self._renew = client.register_script(_RENEW_SCRIPT)
         self._fenced_write = client.register_script(_FENCED_WRITE_SCRIPT)
+        self._forget_idempotent_script = client.register_script(_FORGET_IDEMPOTENT_SCRIPT)
 
     def _key(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"
@@ -159,6 +172,32 @@ class JobStore:
         job = Job.model_validate_json(fields[0])
         job.progress = Progress.model_validate_json(fields[1]) if fields[1] else Progress()
         return job
+
+    def get_many(self, job_ids: Sequence[str]) -> dict[str, Job]:
+        """The records of ``job_ids`` in one round trip; ids without a record are left out."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hmget(self._key(job_id), ["record", "progress"])
+            rows = pipe.execute()
+        jobs: dict[str, Job] = {}
+        for job_id, (record, progress) in zip(job_ids, rows, strict=True):
+            if record is None:
+                continue
+            try:
+                job = Job.model_validate_json(record)
+                job.progress = Progress.model_validate_json(progress) if progress else Progress()
+            except ValidationError:  # one unreadable record must not break a whole page
+                log.error("job %s: its record cannot be read; left out", job_id)
+                continue
+            jobs[job_id] = job
+        return jobs
+
+    def delete(self, tenant: str, job_id: str) -> None:
+        """Remove the job's record and its entry in the tenant's index (a submission rolled back)."""
+        with self.redis.pipeline() as pipe:
+            pipe.delete(self._key(job_id))
+            pipe.zrem(self._index_key(tenant), job_id)
+            pipe.execute()
 
     def tenant_of(self, job_id: str) -> str | None:
         value = self.redis.hget(self._key(job_id), "tenant")
@@ -205,26 +244,28 @@ class JobStore:
                 for job_id, _score in rows:
                     pipe.hget(self._key(_text(job_id)), "status")
                 states = pipe.execute()
-            for (job_id, score), state in zip(rows, states, strict=True):
-                wanted = status is None or (state is not None and _text(state) == status.value)
-                if wanted and len(jobs) == limit:  # a further match exists: the page is full
-                    return jobs, str(int(consumed_score))
-                consumed_score = score
-                if status is not None and state is None:
-                    self.redis.zrem(index_key, job_id)  # expired record
-                if not wanted:
-                    continue
-                try:
-                    job = self.get(_text(job_id))
-                except NotFound:
-                    self.redis.zrem(index_key, job_id)  # expired record
-                    continue
-                except ValidationError:  # one unreadable record must not break the tenant's list
-                    log.error("job %s: its record cannot be read; left out of the list", _text(job_id))
-                    continue
-                if status is None or job.status == status:  # it may have moved on since
+            wanted = [
+                status is None or (state is not None and _text(state) == status.value) for state in states
+            ]
+            found = self.get_many([_text(row[0]) for row, keep in zip(rows, wanted, strict=True) if keep])
+            expired = []
+            for (job_id, score), keep in zip(rows, wanted, strict=True):
+                job = found.get(_text(job_id)) if keep else None
+                if keep and job is None:
+                    expired.append(job_id)  # expired (or unreadable) record
+                elif job is not None and (status is None or job.status == status):  # it may have moved on
+                    if len(jobs) == limit:  # a further match exists: the page is full
+                        break
                     jobs.append(job)
-            max_score = f"({int(rows[-1][1])}"
+                consumed_score = score
+            else:
+                max_score = f"({int(rows[-1][1])}"
+                if expired:
+                    self.redis.zrem(index_key, *expired)
+                continue
+            if expired:
+                self.redis.zrem(index_key, *expired)
+            return jobs, str(int(consumed_score))
         return jobs, str(int(consumed_score))
 
     # --- idempotency
@@ -249,6 +290,15 @@ class JobStore:
             return job_id
         winner = self.find_idempotent(tenant, key, request_hash)
         return winner or job_id
+
+    def forget_idempotent(self, tenant: str, key: str, job_id: str) -> bool:
+        """Unbind ``key`` if it is still bound to ``job_id`` (a submission that failed half-way).
+
+        Atomic (one Lua compare-and-delete), so a failed request never frees a key that a
+        concurrent request has bound to its own job. Returns whether the key was removed.
+        """
+        removed = self._forget_idempotent_script(keys=[f"{self.prefix}idem:{tenant}:{key}"], args=[job_id])
+        return bool(removed)
 
     # --- state changes (each atomic: WATCH + MULTI)
 
@@ -403,8 +453,14 @@ class JobStore:
 
         return self._update(job_id, change)
 
-    def request_cancel(self, job_id: str) -> Job:
-        """A queued job is canceled at once; a running one is flagged and stops within one chunk."""
+    def request_cancel(self, job_id: str) -> tuple[Job, bool]:
+        """A queued job is canceled at once; a running one is flagged and stops within one chunk.
+
+        Returns:
+            ``(job, canceled_now)``: ``canceled_now`` is True only for the call whose transition
+            moved the job from ``queued`` to ``canceled``, so events and counters follow it once
+            however often a client repeats the cancel.
+        """
         self.redis.hset(self._key(job_id), "cancel", "1")
 
         def change(job: Job, fields: dict[str, str]) -> bool:
@@ -415,8 +471,10 @@ class JobStore:
             job.error = JobError(code="canceled", message="canceled before it started")
             return True
 
-        self._update(job_id, change)
-        return self.get(job_id)
+        canceled = self._update(job_id, change)
+        if canceled is not None:
+            return canceled, True
+        return self.get(job_id), False
 
     def cancel_requested(self, job_id: str) -> bool:
         return _text(self.redis.hget(self._key(job_id), "cancel") or b"0") == "1"

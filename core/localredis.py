@@ -41,13 +41,15 @@ class LocalRedis:
     Args:
         data_dir: where the append-only file goes; a temporary directory when omitted.
         appendonly: keep an AOF so that the embedded stack survives its own restarts.
+        port: the port to listen on; 0 picks a free one at each start.
     """
 
-    def __init__(self, data_dir: Path | None = None, appendonly: bool = False) -> None:
+    def __init__(self, data_dir: Path | None = None, appendonly: bool = False, port: int = 0) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="parla-redis-") if data_dir is None else None
         self.data_dir = Path(self._tmp.name) if self._tmp else Path(data_dir)  # type: ignore[arg-type]
         self.appendonly = appendonly
-        self.port = 0
+        self.requested_port = port
+        self.port = port
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -57,7 +59,7 @@ class LocalRedis:
     def start(self, timeout_s: float = 10.0) -> LocalRedis:
         """Start the server; after a ``stop`` it comes back on the same port (a Redis restart)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.port = self.port or free_port()
+        self.port = self.port or self.requested_port or free_port()
         args = [
             find_redis_server(),
             "--bind", "127.0.0.1",

@@ -1,13 +1,12 @@
 """Redis clients for each role, with the timeouts and retries that role needs.
 
-Three roles, never sharing a connection pool:
+Two roles, never sharing a connection pool (the API's own fast-failing client is
+``service.app.api_redis_client``):
 
 - ``store``: the worker's job records, leases and webhook outbox. Every command is retried with
   exponential backoff for up to ``ride_out_s`` seconds on connection errors and timeouts, so that a
   short Redis restart (AOF on, nothing lost) is ridden out inside the command and the job in hand
   goes on; only a longer outage surfaces as ``redis.exceptions.ConnectionError``.
-- ``api``: the API's client fails fast (about a second), so that a request during an outage is
-  answered 503 with ``Retry-After`` instead of hanging.
 - ``queue``: rq's own client. rq blocks in ``BLPOP`` for minutes while idle; a socket timeout shorter
   than that makes the dequeue time out, back off and pick up new jobs late, so this pool has no
   read timeout (rq sets its own above the dequeue timeout).
@@ -18,12 +17,12 @@ from __future__ import annotations
 from typing import Literal
 
 import redis
-from redis.backoff import ExponentialBackoff, ExponentialWithJitterBackoff
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-Role = Literal["store", "api", "queue"]
+Role = Literal["store", "queue"]
 
 TRANSIENT_REDIS_ERRORS: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError)
 """Errors that mean Redis is (briefly) unreachable, not that a command was wrong."""
@@ -44,21 +43,12 @@ def redis_client(url: str, role: Role, *, ride_out_s: float = 30.0) -> redis.Red
 
     Args:
         url: the Redis URL.
-        role: ``store``, ``api`` or ``queue``.
+        role: ``store`` or ``queue``.
         ride_out_s: for ``store``: how long one command keeps retrying through an outage.
     """
     if role == "queue":
         return redis.Redis.from_url(
             url, socket_timeout=None, socket_connect_timeout=5, health_check_interval=30
-        )
-    if role == "api":
-        retry = Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), retries=2)
-        return redis.Redis.from_url(
-            url,
-            socket_timeout=2,
-            socket_connect_timeout=1,
-            retry=retry,
-            retry_on_error=list(TRANSIENT_REDIS_ERRORS),
         )
     retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=_retries_for(ride_out_s, 2.0))
     return redis.Redis.from_url(

@@ -25,10 +25,26 @@ class Settings(BaseSettings):
     public_url: str | None = Field(
         None, description="Base URL clients reach the API at (for links to locally stored videos)."
     )
+    http_max_header_bytes: int = Field(
+        64 * 1024, description="Largest request line + headers the API reads; larger requests get a 400."
+    )
+    http_header_timeout_s: float = Field(
+        10.0, description="Time a client has to send a whole request line + headers (slow clients)."
+    )
+    http_body_timeout_s: float = Field(
+        30.0, description="Longest pause the API waits for more of a request body (then 408)."
+    )
+    http_keep_alive_s: int = Field(5, description="Idle keep-alive connections are closed after this.")
+    http_max_concurrency: int = Field(
+        1000, description="Connections the API serves at once; more get 503 (0: no limit)."
+    )
 
     # --- Redis and queue
     redis_url: str | None = Field(
         None, description="Redis URL. Unset: `make run` starts a private redis-server (embedded mode)."
+    )
+    redis_timeout_s: float = Field(
+        3.0, description="Connect and read timeout of the API's Redis calls (an outage is a 503 soon)."
     )
     key_prefix: str = Field("parla:", description="Prefix of every Redis key Parla writes.")
     job_ttl_s: int = Field(7 * 24 * 3600, description="How long finished job records and files are kept.")

@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from core.errors import NotFound, StorageError
 from core.settings import Settings
@@ -36,7 +36,20 @@ class Storage(Protocol):
         """A URL a client can GET without credentials, or None (the API streams the file)."""
         ...
 
-    def iter_bytes(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]: ...
+    def size(self, key: str) -> int:
+        """The object's length in bytes; ``NotFound`` when there is none."""
+        ...
+
+    def iter_bytes(
+        self, key: str, chunk_size: int = 1 << 20, *, start: int = 0, length: int | None = None
+    ) -> Iterator[bytes]:
+        """The object's bytes from ``start`` (``length`` of them, or to the end), in blocks.
+
+        The object is opened by the call itself, not by the first ``next``: a missing object
+        raises ``NotFound`` here, before a caller has sent any response headers.
+        """
+        ...
+
     def ping(self) -> None:
         """Raise ``StorageError`` if the storage does not answer."""
         ...
@@ -105,14 +118,22 @@ class LocalStorage:
     def presigned_url(self, key: str, expires_s: int) -> str | None:
         return None
 
-    def iter_bytes(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    def size(self, key: str) -> int:
+        path = self._path(key)
+        if not path.is_file():
+            raise NotFound(f"no object {key!r}", code="object_not_found")
+        return path.stat().st_size
+
+    def iter_bytes(
+        self, key: str, chunk_size: int = 1 << 20, *, start: int = 0, length: int | None = None
+    ) -> Iterator[bytes]:
+        _check_span(start, length)
         try:
             handle = self._path(key).open("rb")
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError):
             raise NotFound(f"no object {key!r}", code="object_not_found") from None
-        with handle:
-            while block := handle.read(chunk_size):
-                yield block
+        handle.seek(start)
+        return _read_blocks(handle, chunk_size, length)
 
     def ping(self) -> None:
         if not os.access(self.root, os.W_OK):
@@ -213,12 +234,42 @@ class S3Storage:
         )
         return url
 
-    def iter_bytes(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
-        response = self._call("get", self.client.get_object, Key=self._key(key))
-        yield from response["Body"].iter_chunks(chunk_size)
+    def size(self, key: str) -> int:
+        response = self._call("head", self.client.head_object, Key=self._key(key))
+        return int(response["ContentLength"])
+
+    def iter_bytes(
+        self, key: str, chunk_size: int = 1 << 20, *, start: int = 0, length: int | None = None
+    ) -> Iterator[bytes]:
+        _check_span(start, length)
+        if length == 0:
+            return iter(())
+        extra: dict[str, str] = {}
+        if start > 0 or length is not None:
+            extra["Range"] = f"bytes={start}-{'' if length is None else start + length - 1}"
+        response = self._call("get", self.client.get_object, Key=self._key(key), **extra)
+        chunks: Iterator[bytes] = response["Body"].iter_chunks(chunk_size)
+        return chunks
 
     def ping(self) -> None:
         self._call("ping", self.client.head_bucket)
+
+
+def _check_span(start: int, length: int | None) -> None:
+    if start < 0 or (length is not None and length < 0):
+        raise ValueError(f"start and length must be >= 0, got {start}, {length}")
+
+
+def _read_blocks(handle: BinaryIO, chunk_size: int, length: int | None) -> Iterator[bytes]:
+    with handle:
+        remaining = length
+        while remaining is None or remaining > 0:
+            block = handle.read(chunk_size if remaining is None else min(chunk_size, remaining))
+            if not block:
+                return
+            if remaining is not None:
+                remaining -= len(block)
+            yield block
 
 
 def storage_from_settings(settings: Settings) -> Storage:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -290,6 +290,23 @@ class WebhookOutbox:
             delivery = self.get(delivery_id)
             if delivery is not None:
                 entries.append(delivery.log_entry())
+        return entries
+
+    def deliveries_many(self, job_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """``deliveries`` of several jobs in two round trips (the logs, then every delivery hash)."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.lrange(self.job_log_key(job_id), 0, -1)
+            logs = [[_text(item) for item in ids] for ids in pipe.execute()]
+        with self.redis.pipeline(transaction=False) as pipe:
+            for ids in logs:
+                for delivery_id in ids:
+                    pipe.hgetall(self.delivery_key(delivery_id))
+            hashes = iter(pipe.execute())  # an empty pipeline sends nothing
+        entries: dict[str, list[dict[str, Any]]] = {}
+        for job_id, ids in zip(job_ids, logs, strict=True):
+            fields = [next(hashes) for _ in ids]
+            entries[job_id] = [Delivery.from_hash(f).log_entry() for f in fields if f]
         return entries
 
     def pending_count(self) -> int:

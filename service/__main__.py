@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 
 from core.settings import Settings
 from service.app import create_app, face_portrait_check
+from service.server import uvicorn_config
 
 
 def main() -> None:
@@ -16,7 +19,10 @@ def main() -> None:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     app = create_app(settings, portrait_check=face_portrait_check(settings) if settings.face_check else None)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
+    server = uvicorn.Server(uvicorn_config(app, settings))
+    server.run()
+    if not server.started:  # e.g. the port is taken: fail like `uvicorn.run` does
+        sys.exit(STARTUP_FAILURE)
 
 
 if __name__ == "__main__":

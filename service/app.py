@@ -11,6 +11,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import InvalidInput, ParlaError, RateLimited, Unauthorized
@@ -25,8 +27,8 @@ from core.storage import Storage, storage_from_settings, video_url
 from core.webhook_outbox import WebhookOutbox
 from service.auth import ApiKeyRegistry
 from service.deps import Authenticator, PortraitCheck, Services
-from service.middleware import BodySizeLimit
-from service.routes import health, videos
+from service.middleware import BodySizeLimit, HeadSizeLimit
+from service.routes import downloads, health, videos
 
 log = logging.getLogger("parla.api")
 
@@ -76,6 +78,32 @@ def face_portrait_check(settings: Settings) -> PortraitCheck:
     return check
 
 
+# Redis trouble that is the infrastructure's fault, not the request's: answered 503 + Retry-After.
+REDIS_UNAVAILABLE: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,  # refused, reset, BusyLoadingError (replaying its AOF)
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,  # a replica during failover
+    redis.exceptions.OutOfMemoryError,
+)
+RETRY_AFTER_S = 5
+
+
+def api_redis_client(settings: Settings) -> redis.Redis:
+    """The API's Redis client: short timeouts so that an outage is a 503 within seconds.
+
+    One quick retry on a connection error replaces a pooled connection that went stale when Redis
+    restarted; a timeout is not retried (a hung Redis would only double the wait).
+    """
+    if not settings.redis_url:
+        raise ValueError("settings.redis_url is required (or pass redis_client)")
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=settings.redis_timeout_s,
+        socket_timeout=settings.redis_timeout_s,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.1), 1, (redis.exceptions.ConnectionError,)),
+    )
+
+
 def create_app(
     settings: Settings,
     *,
@@ -84,28 +112,60 @@ def create_app(
     authenticate: Authenticator | None = None,
     portrait_check: PortraitCheck | None = None,
     metrics: ParlaMetrics | None = None,
+    queue: JobQueue | None = None,
 ) -> FastAPI:
     """Build the API.
 
     Args:
         settings: configuration.
-        redis_client: shared Redis (from ``settings.redis_url`` when omitted).
+        redis_client: shared Redis (``api_redis_client(settings)`` when omitted).
         storage: object storage (from settings when omitted).
         authenticate: maps the Authorization header to a tenant; from ``settings.api_keys`` if omitted
             (raises ``ConfigurationError`` when there are none and auth is not disabled).
         portrait_check: submit-time face check (none if omitted).
         metrics: the API's metrics (a fresh registry if omitted).
+        queue: the job queue (on ``redis_client`` when omitted).
     """
     if redis_client is None:
-        if not settings.redis_url:
-            raise ValueError("settings.redis_url is required (or pass redis_client)")
-        redis_client = redis.Redis.from_url(settings.redis_url)
+        redis_client = api_redis_client(settings)
     if authenticate is None:
         registry = ApiKeyRegistry.from_setting(settings.api_keys, auth_disabled=settings.auth_disabled)
         authenticate = key_authenticator(registry)
-    storage = storage if storage is not None else storage_from_settings(settings)
-    metrics = metrics or ParlaMetrics(CollectorRegistry())
-    queue = JobQueue(redis_client)
+    services = _build_services(
+        settings,
+        redis_client,
+        storage if storage is not None else storage_from_settings(settings),
+        authenticate,
+        portrait_check,
+        metrics or ParlaMetrics(CollectorRegistry()),
+        queue or JobQueue(redis_client),
+    )
+    app = FastAPI(
+        title="Parla",
+        version="1.0.0",
+        description="One portrait and one speech recording in, an MP4 of that person speaking out.",
+    )
+    app.state.services = services
+    app.include_router(videos.router)
+    app.include_router(downloads.router)
+    app.include_router(health.router)
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.max_request_bytes, idle_timeout_s=settings.http_body_timeout_s
+    )
+    app.add_middleware(HeadSizeLimit, max_bytes=settings.http_max_header_bytes)  # outermost: runs first
+    _install_error_handlers(app, services.metrics)
+    return app
+
+
+def _build_services(
+    settings: Settings,
+    redis_client: redis.Redis,
+    storage: Storage,
+    authenticate: Authenticator,
+    portrait_check: PortraitCheck | None,
+    metrics: ParlaMetrics,
+    queue: JobQueue,
+) -> Services:
     metrics.set_queue_callbacks(
         lambda: queue.depth(settings.enabled_engines), lambda: queue.in_flight(settings.enabled_engines)
     )
@@ -130,7 +190,7 @@ def create_app(
         limiter.release_queued(tenant, job.id)
         notifier.job_event("video.canceled", job)
 
-    services = Services(
+    return Services(
         settings=settings,
         redis=redis_client,
         jobs=JobStore(redis_client, settings.key_prefix, settings.job_ttl_s),
@@ -139,27 +199,40 @@ def create_app(
         authenticate=authenticate,
         portrait_check=portrait_check,
         metrics=metrics,
-        webhook_log=outbox.deliveries,
+        webhook_logs=outbox.deliveries_many,
         admit_submission=admit_submission,
+        release_submission=limiter.release_queued,
         on_canceled=on_canceled,
     )
-    app = FastAPI(
-        title="Parla",
-        version="1.0.0",
-        description="One portrait and one speech recording in, an MP4 of that person speaking out.",
-    )
-    app.state.services = services
-    app.include_router(videos.router)
-    app.include_router(health.router)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+
+
+def _install_error_handlers(app: FastAPI, metrics: ParlaMetrics | None) -> None:
+    """Every error is ``{"error": {"code", "message"}}``; infrastructure trouble is a 503 + Retry-After."""
 
     @app.exception_handler(ParlaError)
     async def parla_error(request: Request, exc: ParlaError) -> JSONResponse:
-        if isinstance(exc, InvalidInput):
+        if isinstance(exc, InvalidInput) and metrics is not None:
             metrics.input_rejected(exc.code)
+        headers = exc.headers
         if exc.status_code >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
-        return _error(exc.status_code, exc.code, exc.message, exc.headers)
+        if exc.status_code == 503 and not headers:
+            headers = {"Retry-After": str(RETRY_AFTER_S)}
+        return _error(exc.status_code, exc.code, exc.message, headers)
+
+    async def redis_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.error(
+            "%s %s: Redis unavailable: %s: %s", request.method, request.url.path, type(exc).__name__, exc
+        )
+        return _error(
+            503,
+            "service_unavailable",
+            "the job store is unavailable; retry shortly",
+            {"Retry-After": str(RETRY_AFTER_S)},
+        )
+
+    for exc_class in REDIS_UNAVAILABLE:
+        app.add_exception_handler(exc_class, redis_unavailable)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -175,5 +248,3 @@ def create_app(
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         log.exception("%s %s failed", request.method, request.url.path)
         return _error(500, "internal_error", "internal error; the failure was logged")
-
-    return app

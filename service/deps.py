@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
 
@@ -36,8 +36,10 @@ class Services:
     """Everything the routes need, built once by ``create_app``.
 
     The optional hooks connect tenancy limits, webhooks and metrics: ``admit_submission(tenant,
-    job_id)`` raises to refuse a submission (rate limits), ``on_canceled`` observes a job canceled
-    while queued, ``webhook_log(job_id)`` returns the job's webhook deliveries for its JSON.
+    job_id)`` raises to refuse a submission (rate limits), ``release_submission(tenant, job_id)``
+    gives back what it took when the submission is not completed, ``on_canceled`` observes a job
+    canceled while queued (once, by the call that canceled it), ``webhook_logs(job_ids)`` returns
+    the jobs' webhook deliveries for their JSON, in one batch.
     """
 
     settings: Settings
@@ -48,8 +50,9 @@ class Services:
     authenticate: Authenticator
     portrait_check: PortraitCheck | None = None
     metrics: ParlaMetrics | None = None
-    webhook_log: Callable[[str], list[dict[str, Any]]] | None = None
+    webhook_logs: Callable[[Sequence[str]], dict[str, list[dict[str, Any]]]] | None = None
     admit_submission: Callable[[str, str], None] | None = None
+    release_submission: Callable[[str, str], None] | None = None
     on_canceled: Callable[[str, Job], None] | None = None
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from core.errors import Conflict, InvalidInput, NotFound, ParlaError
 from core.jobs import Job, JobList, JobStatus
@@ -84,12 +85,21 @@ SUBMIT_BODY_DOC: dict[str, Any] = {
 }
 
 
+def job_views(services: Services, request: Request, jobs: list[Job]) -> list[Job]:
+    """The jobs as the caller sees them: fresh video URLs and the webhook delivery logs (one batch)."""
+    logs = services.webhook_logs([job.id for job in jobs]) if services.webhook_logs and jobs else {}
+    for job in jobs:
+        if job.result is not None and job.status == JobStatus.SUCCEEDED:
+            job.result.video_url = video_url(
+                services.storage, services.settings, job.id, str(request.base_url)
+            )
+        job.webhooks = logs.get(job.id, [])
+    return jobs
+
+
 def job_view(services: Services, request: Request, job: Job) -> Job:
-    """The job as the caller sees it: with a fresh video URL and the webhook delivery log."""
-    if job.result is not None and job.status == JobStatus.SUCCEEDED:
-        job.result.video_url = video_url(services.storage, services.settings, job.id, str(request.base_url))
-    job.webhooks = services.webhook_log(job.id) if services.webhook_log else []
-    return job
+    """One job as the caller sees it (see ``job_views``)."""
+    return job_views(services, request, [job])[0]
 
 
 async def _read_submission(request: Request, services: Services) -> Submission:
@@ -153,7 +163,17 @@ async def submit_video(
     tenant: TenantDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> Job | JSONResponse:
-    submission = await _read_submission(request, services)
+    submission = await _read_submission(request, services)  # the only awaiting; the rest blocks
+    accepted = await run_in_threadpool(
+        _accept_submission, services, request, tenant, idempotency_key, submission
+    )
+    if isinstance(accepted, Job):
+        response.headers["Location"] = f"/v1/videos/{accepted.id}"
+    return accepted
+
+
+def _check_options(services: Services, submission: Submission) -> str:
+    """Refuse options this deployment cannot serve; returns the job's engine."""
     engine = submission.options.engine or services.settings.engine
     if engine not in services.settings.enabled_engines:
         raise InvalidInput(
@@ -173,33 +193,88 @@ async def submit_video(
             )
         except ValueError as exc:
             raise InvalidInput(str(exc), code="invalid_webhook_url") from None
+    return engine
+
+
+def _accept_submission(
+    services: Services,
+    request: Request,
+    tenant: str,
+    idempotency_key: str | None,
+    submission: Submission,
+) -> Job | JSONResponse:
+    """Validate, admit, store and enqueue one submission (blocking: runs in the threadpool).
+
+    Everything after admission is one unit: when a step fails, ``_roll_back`` undoes the steps
+    before it and the error goes on to the client (a 503 for storage or Redis trouble), so a retry
+    with the same ``Idempotency-Key`` starts afresh instead of meeting a half-made job.
+    """
+    engine = _check_options(services, submission)
     request_hash = submission.request_hash()
     if idempotency_key:
         existing = services.jobs.find_idempotent(tenant, idempotency_key, request_hash)
         if existing is not None:
             return _replay(services, request, existing)
-    await run_in_threadpool(_validate_media, services, submission)
+    _validate_media(services, submission)
     if submission.options.seed is None:
         submission.options.seed = secrets.randbelow(2**32)
 
     job_id = new_job_id()
     if services.admit_submission is not None:
         services.admit_submission(tenant, job_id)
-    if idempotency_key:
-        winner = services.jobs.remember_idempotent(tenant, idempotency_key, request_hash, job_id)
-        if winner != job_id:
-            return _replay(services, request, winner)
-    for name in ("image", "audio", "driving_video"):
-        data = getattr(submission, name)
-        if data is not None:
-            await run_in_threadpool(services.storage.put_bytes, job_key(job_id, "inputs", name), data)
-    job = services.jobs.create(tenant, submission.options, request_hash, job_id=job_id)
-    services.queue.enqueue(job.id, engine)
+    try:
+        if idempotency_key:
+            winner = services.jobs.remember_idempotent(tenant, idempotency_key, request_hash, job_id)
+            if winner != job_id:  # a concurrent twin bound the key first: answer with its job
+                if services.release_submission is not None:
+                    services.release_submission(tenant, job_id)
+                return _replay(services, request, winner)
+        for name in ("image", "audio", "driving_video"):
+            data = getattr(submission, name)
+            if data is not None:
+                services.storage.put_bytes(job_key(job_id, "inputs", name), data)
+        job = services.jobs.create(tenant, submission.options, request_hash, job_id=job_id)
+        services.queue.enqueue(job.id, engine)
+    except BaseException:
+        _roll_back(services, tenant, job_id, idempotency_key)
+        raise
     if services.metrics is not None:
         services.metrics.jobs_submitted.inc()
     log.info("job %s submitted by %s (engine %s)", job.id, tenant, engine)
-    response.headers["Location"] = f"/v1/videos/{job.id}"
     return job_view(services, request, job)
+
+
+def _roll_back(services: Services, tenant: str, job_id: str, idempotency_key: str | None) -> None:
+    """Undo a submission that failed after admission: record first, so no worker starts it.
+
+    Each step is tried even when an earlier one fails (Redis or storage may still be down); what
+    cannot be undone is logged with the job id. Left behind then: the key (expires after 24 h) and
+    the slot (pruned as stale after a day), both of which only hold back this tenant.
+    """
+    steps: list[tuple[str, Callable[[], object]]] = [
+        ("job record", lambda: services.jobs.delete(tenant, job_id)),
+        ("stored inputs", lambda: services.storage.delete_prefix(job_key(job_id) + "/")),
+    ]
+    if idempotency_key:
+        steps.append(
+            ("idempotency key", lambda: services.jobs.forget_idempotent(tenant, idempotency_key, job_id))
+        )
+    if services.release_submission is not None:
+        release = services.release_submission
+        steps.append(("queued slot", lambda: release(tenant, job_id)))
+    left = []
+    for what, undo in steps:
+        try:
+            undo()
+        except Exception:
+            log.exception("job %s: rolling back the failed submission could not remove its %s", job_id, what)
+            left.append(what)
+    log.warning(
+        "job %s: submission by %s failed; rolled back%s",
+        job_id,
+        tenant,
+        f" except its {', '.join(left)}" if left else "",
+    )
 
 
 def _replay(services: Services, request: Request, job_id: str) -> JSONResponse:
@@ -216,7 +291,7 @@ def _replay(services: Services, request: Request, job_id: str) -> JSONResponse:
 
 
 @router.get("", response_model=JobList, summary="List your video jobs, newest first")
-async def list_videos(
+def list_videos(
     request: Request,
     services: ServicesDep,
     tenant: TenantDep,
@@ -225,42 +300,18 @@ async def list_videos(
     status: Annotated[JobStatus | None, Query(description="Only jobs in this status.")] = None,
 ) -> JobList:
     jobs, next_cursor = services.jobs.list(tenant, limit, cursor, status=status)
-    return JobList(data=[job_view(services, request, job) for job in jobs], next_cursor=next_cursor)
+    return JobList(data=job_views(services, request, jobs), next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=Job, responses=ERROR_RESPONSES, summary="Status, progress and result")
-async def get_video(job_id: str, request: Request, services: ServicesDep, tenant: TenantDep) -> Job:
+def get_video(job_id: str, request: Request, services: ServicesDep, tenant: TenantDep) -> Job:
     return job_view(services, request, services.jobs.get(job_id, tenant))
 
 
 @router.post("/{job_id}/cancel", response_model=Job, responses=ERROR_RESPONSES, summary="Cancel a job")
-async def cancel_video(job_id: str, request: Request, services: ServicesDep, tenant: TenantDep) -> Job:
+def cancel_video(job_id: str, request: Request, services: ServicesDep, tenant: TenantDep) -> Job:
     services.jobs.get(job_id, tenant)
-    job = services.jobs.request_cancel(job_id)
-    if job.status == JobStatus.CANCELED and services.on_canceled is not None:
+    job, canceled_now = services.jobs.request_cancel(job_id)
+    if canceled_now and services.on_canceled is not None:  # a repeated cancel changes nothing
         services.on_canceled(tenant, job)
     return job_view(services, request, job)
-
-
-@router.get(
-    "/{job_id}/video",
-    responses={**ERROR_RESPONSES, 200: {"content": {"video/mp4": {}}}, 307: {"description": "Presigned URL"}},
-    response_class=Response,
-    summary="Download the MP4",
-)
-async def download_video(job_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
-    job = services.jobs.get(job_id, tenant)
-    if job.status != JobStatus.SUCCEEDED or job.result is None:
-        raise Conflict(f"the video is not ready (status {job.status.value})", code="video_not_ready")
-    key = job_key(job_id, "video.mp4")
-    url = services.storage.presigned_url(key, services.settings.presign_expires_s)
-    if url is not None:
-        return RedirectResponse(url, status_code=307)
-    return StreamingResponse(
-        services.storage.iter_bytes(key),
-        media_type="video/mp4",
-        headers={
-            "Content-Length": str(job.result.bytes),
-            "Content-Disposition": f'attachment; filename="{job_id}.mp4"',
-        },
-    )

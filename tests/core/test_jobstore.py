@@ -110,12 +110,16 @@ def test_finished_jobs_are_listed_for_retention_then_forgotten(store: JobStore) 
 
 def test_cancel_queued_is_immediate_running_is_flagged(store: JobStore) -> None:
     queued = store.create("t", RenderOptions())
-    assert store.request_cancel(queued.id).status == JobStatus.CANCELED
+    canceled, changed = store.request_cancel(queued.id)
+    assert canceled.status == JobStatus.CANCELED and changed
+    again, changed_again = store.request_cancel(queued.id)
+    assert again.status == JobStatus.CANCELED and not changed_again  # the transition happens once
     assert store.start_attempt(queued.id) is None
     running = store.create("t", RenderOptions())
     assert store.start_attempt(running.id) is not None
     assert not store.cancel_requested(running.id)
-    assert store.request_cancel(running.id).status == JobStatus.RUNNING
+    flagged, changed = store.request_cancel(running.id)
+    assert flagged.status == JobStatus.RUNNING and not changed
     assert store.cancel_requested(running.id)
 
 
@@ -138,3 +142,27 @@ def test_idempotency_same_request_same_job_other_request_conflict(store: JobStor
     assert store.find_idempotent("other-tenant", "key-1", "hash-a") is None
     with pytest.raises(Conflict):
         store.find_idempotent("t", "key-1", "hash-b")
+
+
+def test_forget_idempotent_only_removes_its_own_binding(store: JobStore) -> None:
+    store.remember_idempotent("t", "key-1", "hash-a", "vid_1")
+    assert not store.forget_idempotent("t", "key-1", "vid_other")  # bound to another job: kept
+    assert store.find_idempotent("t", "key-1", "hash-a") == "vid_1"
+    assert store.forget_idempotent("t", "key-1", "vid_1")
+    assert store.find_idempotent("t", "key-1", "hash-a") is None
+    assert not store.forget_idempotent("t", "key-1", "vid_1")  # already gone
+    assert store.remember_idempotent("t", "key-1", "hash-b", "vid_2") == "vid_2"  # free again
+
+
+def test_get_many_and_delete(store: JobStore) -> None:
+    first, second = store.create("t", RenderOptions(fps=24)), store.create("t", RenderOptions())
+    store.set_progress(first.id, Progress(chunks_done=1, chunks_total=2, frames_done=4, frames_total=8))
+    found = store.get_many([first.id, "vid_missing", second.id])
+    assert list(found) == [first.id, second.id]
+    assert found[first.id].params.fps == 24 and found[first.id].progress.frames_done == 4
+    assert store.get_many([]) == {}
+    store.delete("t", first.id)
+    with pytest.raises(NotFound):
+        store.get(first.id)
+    assert [job.id for job in store.list("t")[0]] == [second.id]
+    assert store.redis.zscore(store._index_key("t"), first.id) is None

@@ -69,3 +69,25 @@ def test_local_storage_refuses_keys_outside_its_root(tmp_path: Path) -> None:
         storage.put_bytes("../outside", b"x")
     assert not (tmp_path / "outside").exists()
     assert storage.presigned_url("jobs/j/video.mp4", 60) is None
+
+
+def test_size_and_ranged_reads(storage: Storage) -> None:
+    data = bytes(range(256)) * 40  # 10240 bytes
+    storage.put_bytes("jobs/r/video.mp4", data, "video/mp4")
+    assert storage.size("jobs/r/video.mp4") == len(data)
+    assert b"".join(storage.iter_bytes("jobs/r/video.mp4", chunk_size=1000)) == data
+    assert b"".join(storage.iter_bytes("jobs/r/video.mp4", 7, start=100, length=50)) == data[100:150]
+    assert b"".join(storage.iter_bytes("jobs/r/video.mp4", start=10_000)) == data[10_000:]
+    assert b"".join(storage.iter_bytes("jobs/r/video.mp4", start=10_239, length=1)) == data[-1:]
+    assert b"".join(storage.iter_bytes("jobs/r/video.mp4", start=5, length=0)) == b""
+    with pytest.raises(ValueError):
+        storage.iter_bytes("jobs/r/video.mp4", start=-1)
+
+
+def test_missing_object_raises_when_opened_not_when_first_read(storage: Storage) -> None:
+    with pytest.raises(NotFound):
+        storage.size("jobs/none/video.mp4")
+    with pytest.raises(NotFound):
+        storage.iter_bytes("jobs/none/video.mp4")  # no next(): the call itself must fail
+    with pytest.raises(NotFound):
+        storage.iter_bytes("jobs/none/video.mp4", start=3, length=4)

@@ -1,0 +1,150 @@
+"""``GET``/``HEAD /v1/videos/{id}/video``: the MP4, whole or one byte range (players seek with ranges)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Annotated, Final
+
+from fastapi import APIRouter, Header, Response
+from fastapi.responses import RedirectResponse, StreamingResponse
+
+from core.errors import Conflict, NotFound, ParlaError
+from core.jobs import Job, JobStatus, utcnow
+from core.storage import job_key
+from service.deps import Services, ServicesDep, TenantDep
+from service.routes.videos import ERROR_RESPONSES
+
+router = APIRouter(prefix="/v1/videos", tags=["videos"])
+
+_RANGE: Final = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
+
+DOWNLOAD_RESPONSES: dict[int | str, dict[str, object]] = {
+    **ERROR_RESPONSES,
+    200: {"content": {"video/mp4": {}}, "description": "The whole MP4"},
+    206: {"content": {"video/mp4": {}}, "description": "The requested byte range (`Range: bytes=a-b`)"},
+    307: {"description": "Presigned URL (S3 storage)"},
+    410: {"description": "The video's retention ended (`video_expired`)"},
+    416: {"description": "The range starts past the end (`range_not_satisfiable`)"},
+}
+
+
+@dataclass(frozen=True)
+class ByteSpan:
+    """``length`` bytes from ``start`` of a file of ``size`` bytes."""
+
+    start: int
+    length: int
+    size: int
+
+    @property
+    def content_range(self) -> str:
+        return f"bytes {self.start}-{self.start + self.length - 1}/{self.size}"
+
+
+class RangeNotSatisfiable(ParlaError):
+    code = "range_not_satisfiable"
+    status_code = 416
+
+    def __init__(self, size: int) -> None:
+        super().__init__(
+            f"the range is outside the video's {size} bytes", headers={"Content-Range": f"bytes */{size}"}
+        )
+
+
+def parse_range(header: str | None, size: int) -> ByteSpan | None:
+    """The span one ``Range: bytes=...`` asks for, or None to send the whole file.
+
+    One range (``a-b``, ``a-``, ``-n``) is served; several ranges, other units and malformed values
+    get the whole file, which RFC 9110 allows a server to do. A range that starts past the end (or
+    an empty suffix) is ``RangeNotSatisfiable`` (416).
+    """
+    match = _RANGE.match(header or "")
+    if match is None:
+        return None
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:  # suffix: the last n bytes
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise RangeNotSatisfiable(size)
+        start = max(0, size - suffix)
+        return ByteSpan(start, size - start, size)
+    start = int(first)
+    if last and int(last) < start:
+        return None  # invalid, so ignored
+    if start >= size:
+        raise RangeNotSatisfiable(size)
+    end = min(int(last) if last else size - 1, size - 1)
+    return ByteSpan(start, end - start + 1, size)
+
+
+@router.get(
+    "/{job_id}/video", responses=DOWNLOAD_RESPONSES, response_class=Response, summary="Download the MP4"
+)
+def download_video(
+    job_id: str,
+    services: ServicesDep,
+    tenant: TenantDep,
+    range_header: Annotated[str | None, Header(alias="range")] = None,
+) -> Response:
+    return _download(services, job_id, tenant, range_header, with_body=True)
+
+
+@router.head(
+    "/{job_id}/video",
+    responses=DOWNLOAD_RESPONSES,
+    response_class=Response,
+    summary="Headers of the MP4 download (size, ranges)",
+)
+def download_video_head(
+    job_id: str,
+    services: ServicesDep,
+    tenant: TenantDep,
+    range_header: Annotated[str | None, Header(alias="range")] = None,
+) -> Response:
+    return _download(services, job_id, tenant, range_header, with_body=False)
+
+
+def _download(
+    services: Services, job_id: str, tenant: str, range_header: str | None, *, with_body: bool
+) -> Response:
+    job = services.jobs.get(job_id, tenant)
+    if job.status != JobStatus.SUCCEEDED or job.result is None:
+        raise Conflict(f"the video is not ready (status {job.status.value})", code="video_not_ready")
+    key = job_key(job_id, "video.mp4")
+    url = services.storage.presigned_url(key, services.settings.presign_expires_s)
+    if url is not None:
+        return RedirectResponse(url, status_code=307)
+    try:
+        # Open before answering: once headers are sent, a missing file can only cut the body short.
+        size = services.storage.size(key)
+        span = parse_range(range_header, size)
+        start, length = (span.start, span.length) if span else (0, size)
+        body = services.storage.iter_bytes(key, start=start, length=length) if with_body else None
+    except NotFound:
+        raise _video_gone(services, job) from None
+    headers = {
+        "Accept-Ranges": "bytes",
+        "Content-Length": str(length),
+        "Content-Disposition": f'attachment; filename="{job_id}.mp4"',
+    }
+    status = 200
+    if span is not None:
+        status, headers["Content-Range"] = 206, span.content_range
+    if body is None:
+        return Response(status_code=status, headers=headers, media_type="video/mp4")
+    return StreamingResponse(body, status_code=status, headers=headers, media_type="video/mp4")
+
+
+def _video_gone(services: Services, job: Job) -> ParlaError:
+    retention = timedelta(seconds=services.settings.job_ttl_s)
+    if job.finished_at is not None and utcnow() - job.finished_at > retention:
+        return ParlaError(
+            f"the video of {job.id!r} was deleted when its retention ended",
+            code="video_expired",
+            status_code=410,
+        )
+    return NotFound(f"the video file of {job.id!r} is missing", code="video_not_found")
