@@ -75,6 +75,14 @@ class RateLimited(ParlaError):
         super().__init__(message, headers={"Retry-After": str(retry_after_s)})
 
 
+class ServiceUnavailable(ParlaError):
+    """The deployment cannot take the request right now (no live worker for the engine, ...)."""
+
+    code = "service_unavailable"
+    status_code = 503
+    retryable = True
+
+
 class StorageError(ParlaError):
     code = "storage_error"
     status_code = 503

@@ -25,6 +25,7 @@ from core.ratelimit import RateLimiter
 from core.settings import Settings
 from core.storage import Storage, storage_from_settings, video_url
 from core.webhook_outbox import WebhookOutbox
+from core.workers import WorkerRegistry
 from service.auth import ApiKeyRegistry
 from service.deps import Authenticator, PortraitCheck, Services
 from service.middleware import BodySizeLimit, HeadSizeLimit
@@ -203,6 +204,7 @@ def _build_services(
         admit_submission=admit_submission,
         release_submission=limiter.release_queued,
         on_canceled=on_canceled,
+        engine_served=WorkerRegistry(redis_client, settings.key_prefix).is_served,
     )
 
 

@@ -54,6 +54,7 @@ class Services:
     admit_submission: Callable[[str, str], None] | None = None
     release_submission: Callable[[str, str], None] | None = None
     on_canceled: Callable[[str, Job], None] | None = None
+    engine_served: Callable[[str], bool] | None = None
 
 
 def get_services(request: Request) -> Services:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from core.errors import Conflict, InvalidInput, NotFound, ParlaError
+from core.errors import Conflict, InvalidInput, NotFound, ParlaError, ServiceUnavailable
 from core.jobs import Job, JobList, JobStatus
 from core.jobstore import new_job_id
 from core.jsonsafe import MAX_BODY_DEPTH, check_text, loads_bounded
@@ -179,6 +179,11 @@ def _check_options(services: Services, submission: Submission) -> str:
         raise InvalidInput(
             f"engine {engine!r} is not served here; available: {', '.join(services.settings.enabled_engines)}",
             code="engine_unavailable",
+        )
+    if services.engine_served is not None and not services.engine_served(engine):
+        # No live worker listens on this engine's queue: the job would wait forever.
+        raise ServiceUnavailable(
+            f"no worker serves engine {engine!r} right now; try again later", code="engine_unavailable"
         )
     submission.options.engine = engine
     if submission.options.webhook_url:

@@ -42,3 +42,13 @@ def make_app(settings: Settings, **collaborators: Any) -> FastAPI:
 def client(settings: Settings) -> Iterator[TestClient]:
     with TestClient(make_app(settings), raise_server_exceptions=False) as test_client:
         yield test_client
+
+
+@pytest.fixture(autouse=True)
+def live_workers(redis_url: str) -> None:
+    """A live worker announced for each engine the API tests submit to (the API refuses the others)."""
+    from core.workers import WorkerRegistry
+
+    registry = WorkerRegistry(redis.Redis.from_url(redis_url))
+    for engine in ("test", "warp", "vexpress-tiny"):
+        registry.announce(f"test-worker-{engine}", engine, ttl_s=3600)

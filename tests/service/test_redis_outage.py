@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 from fastapi.testclient import TestClient
 
 from core.localredis import LocalRedis
 from core.settings import Settings
+from core.workers import WorkerRegistry
 from service.app import create_app
 from tests.media import image_bytes, wav_bytes
 
@@ -57,6 +59,7 @@ def test_stopped_redis_is_503_then_the_api_recovers_on_restart(tmp_path: Path) -
             assert ready.status_code == 503 and ready.json()["checks"]["redis"].startswith("error")
 
             restarted.start()  # same port: the API's pooled connections are stale now
+            WorkerRegistry(redis.Redis.from_url(restarted.url)).announce("w1", "test", ttl_s=60)
             assert client.get("/v1/videos/vid_x").json()["error"]["code"] == "job_not_found"
             assert client.get("/v1/videos").status_code == 200
             submitted = client.post("/v1/videos", files=FILES, headers={"Idempotency-Key": "k1"})

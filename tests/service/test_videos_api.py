@@ -6,9 +6,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from core.media import encode_segment
+from core.settings import Settings
 from tests.media import encoded_audio, image_bytes, png_header, wav_bytes
 
 IMAGE = image_bytes(256, 256)
@@ -264,3 +266,21 @@ def test_list_filters_by_status_and_pages_within_it(client: TestClient) -> None:
     }
     unknown = client.get("/v1/videos", params={"status": "runnning"})
     assert unknown.status_code == 422 and unknown.json()["error"]["code"] == "invalid_request"
+
+
+def test_an_engine_no_live_worker_serves_is_refused_before_anything_is_stored(
+    settings: Settings, redis_url: str
+) -> None:
+    """Without this, the job would wait forever on a queue nobody listens to (a deploy mismatch)."""
+    from core.workers import WorkerRegistry
+    from tests.service.conftest import make_app
+
+    registry = WorkerRegistry(redis.Redis.from_url(redis_url))
+    registry.withdraw("test-worker-test", "test")
+    with TestClient(make_app(settings), raise_server_exceptions=False) as client:
+        files = {"image": ("p.png", image_bytes(200, 200)), "audio": ("a.wav", wav_bytes(1.0))}
+        refused = client.post("/v1/videos", files=files)
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "engine_unavailable"
+        assert refused.headers["retry-after"] and client.get("/v1/videos").json()["data"] == []
+        registry.announce("w1", "test", ttl_s=30)
+        assert client.post("/v1/videos", files=files).status_code == 202
