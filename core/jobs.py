@@ -69,7 +69,12 @@ class RenderOptions(BaseModel):
     audio_attention_weight: float | None = Field(
         None, ge=0.0, le=10.0, description="Weight of the audio attention (vexpress: 3.0)."
     )
-    context_frames: int | None = Field(None, ge=2, le=64, description="Frames per diffusion window (24).")
+    context_frames: int | None = Field(
+        None,
+        ge=2,
+        le=32,
+        description="Frames per diffusion window (24; at most 32, V-Express's motion modules).",
+    )
     motion_frames: int | None = Field(None, ge=0, le=32, description="Frames carried between chunks (4).")
     continuity: Literal["motion_frames", "overlap_average"] | None = Field(
         None, description="How chunks join: carried motion frames, or the reference's overlap averaging."

@@ -284,3 +284,11 @@ def test_an_engine_no_live_worker_serves_is_refused_before_anything_is_stored(
         assert refused.headers["retry-after"] and client.get("/v1/videos").json()["data"] == []
         registry.announce("w1", "test", ttl_s=30)
         assert client.post("/v1/videos", files=files).status_code == 202
+
+
+def test_a_window_the_diffusion_engine_cannot_run_is_refused_at_submit(client: TestClient) -> None:
+    """context_frames 33-64 used to be accepted here and then fail the job inside vexpress."""
+    files = {"image": ("p.png", image_bytes(200, 200)), "audio": ("a.wav", wav_bytes(1.0))}
+    refused = client.post("/v1/videos", files=files, data={"context_frames": "40"})
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_params"
+    assert "context_frames" in refused.json()["error"]["message"]
