@@ -14,7 +14,6 @@ for an intended change of behaviour) with ``python -m tests.models.vexpress.test
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,14 +110,6 @@ def record() -> dict[str, np.ndarray]:
     return arrays
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def golden() -> dict[str, np.ndarray]:
     with np.load(GOLDEN, allow_pickle=False) as stored:
@@ -130,7 +121,7 @@ def golden() -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def current() -> dict[str, np.ndarray]:
+def current(one_torch_thread: None) -> dict[str, np.ndarray]:
     return record()
 
 
