@@ -90,12 +90,12 @@ def random_full_components(device: str, dtype: Any) -> Any:
     initialisation at 2.2 billion parameters; the numbers are meaningless, the cost is real.
     """
     import torch
-    from diffusers import AutoencoderKL
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
+    from models.sd.configs import sd15_unet_config
+    from models.sd.testing import sd_vae
     from models.vexpress.audio import build_feature_extractor
     from models.vexpress.checkpoint import build_modules
-    from models.vexpress.configs import sd15_unet_config
     from models.vexpress.pipeline import VExpressComponents
 
     modules = build_modules(sd15_unet_config(), device="meta", dtype=dtype)
@@ -106,14 +106,7 @@ def random_full_components(device: str, dtype: Any) -> Any:
                 parameter.normal_(0.0, 0.02)
             for buffer in module.buffers():
                 buffer.normal_(0.0, 0.02)
-    vae: Any = AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(128, 256, 512, 512),
-        layers_per_block=2,
-        latent_channels=4,
-        sample_size=512,
-    )
+    vae = sd_vae((128, 256, 512, 512), layers_per_block=2, norm_num_groups=32, sample_size=512)
     audio_encoder: Any = Wav2Vec2Model(Wav2Vec2Config())  # wav2vec2-base: 12 layers, hidden 768
     return VExpressComponents(
         modules=modules,
@@ -126,8 +119,8 @@ def random_full_components(device: str, dtype: Any) -> Any:
 def build_engine(args: argparse.Namespace) -> Any:
     import torch
 
+    from models.sd.pipeline import dtype_from_name
     from models.vexpress.engine import VExpressEngine, load_components
-    from models.vexpress.pipeline import dtype_from_name
     from models.vexpress.testing import FixedKeypointAnalyzer, tiny_components
 
     device = torch.device(args.device)

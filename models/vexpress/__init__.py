@@ -1,2 +1,3 @@
-"""V-Express-compatible modules (ReferenceNet, denoising 3D UNet, V-Kps guider, audio projection) and the
-loading of the published checkpoint files. See docs/vexpress.md."""
+"""V-Express on the shared SD skeleton (``models.sd``): its condition modules (V-Kps guider and keypoint
+drawing, audio projection, wav2vec2 front-end), its denoiser configuration, the loading of its published
+checkpoint files, its defaults and its engine. See docs/vexpress.md."""

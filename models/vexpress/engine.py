@@ -29,6 +29,8 @@ import torch
 
 from models.engine import ChunkCarry, ChunkSpec, Frames, RenderInputs, RenderParams, num_frames_for
 from models.errors import EngineError, EngineInputError, WeightsError
+from models.sd.pipeline import dtype_from_name
+from models.sd.sampler import ChunkSchedule, Continuity, check_window_options
 from models.vexpress.kps import (
     Keypoints,
     Retarget,
@@ -38,18 +40,7 @@ from models.vexpress.kps import (
     sway_kps,
     transform_kps,
 )
-from models.vexpress.pipeline import (
-    Continuity,
-    GuidanceOptions,
-    VExpressComponents,
-    VExpressPipeline,
-    as_uint8_state,
-    check_window_options,
-    dtype_from_name,
-    generator_from_state,
-    motion_frame_windows,
-)
-from models.vexpress.scheduler import build_scheduler
+from models.vexpress.pipeline import GuidanceOptions, VExpressComponents, VExpressPipeline, WindowConditions
 
 logger = logging.getLogger(__name__)
 
@@ -311,8 +302,7 @@ class VExpressEngine:
         self.pipeline = VExpressPipeline(components, self.device, self.dtype)
         self.defaults = VExpressOptions(**(default_options or {}))
         self._face_analyzer = face_analyzer
-        # the motion modules' position table bounds a window's length (32 in V-Express)
-        self.max_context_frames = int(getattr(components.modules.denoising_unet, "max_frames", None) or 32)
+        self.max_context_frames = self.pipeline.max_context_frames
 
     @property
     def face_analyzer(self) -> Any:
@@ -393,14 +383,13 @@ class VExpressEngine:
         return retarget_kps(reference_kps, driving, options.retarget)
 
     # plan -----------------------------------------------------------------------------------------
+    def _schedule(self, prepared: VExpressPrepared) -> ChunkSchedule:
+        options = prepared.options
+        return ChunkSchedule(prepared.num_frames, options.context_frames, options.motion_frames, options.seed)
+
     def plan(self, prepared: VExpressPrepared) -> list[ChunkSpec]:
         """One chunk per window of the motion-frames schedule (its new frames), in both modes."""
-        options = prepared.options
-        windows = motion_frame_windows(prepared.num_frames, options.context_frames, options.motion_frames)
-        return [
-            ChunkSpec(index=index, start=start if index == 0 else start + options.motion_frames, stop=stop)
-            for index, (start, stop) in enumerate(windows)
-        ]
+        return self._schedule(prepared).plan()
 
     # render ---------------------------------------------------------------------------------------
     def render_chunk(
@@ -417,13 +406,25 @@ class VExpressEngine:
             if chunk.stop >= prepared.num_frames:
                 prepared.overlap_latents = None  # the last chunk: free the clip's latents
         else:
-            latents, next_carry = self._render_motion_frames_chunk(prepared, chunk, carry)
+            latents, next_carry = self.pipeline.denoise_motion_frames_chunk(
+                self._schedule(prepared),
+                chunk,
+                carry,
+                lambda start, stop: self._conditions(prepared, start, stop),
+                options.guidance,
+                self.pipeline.make_scheduler(options.num_inference_steps),
+                latent_size=self._latent_size(prepared),
+            )
         frames = self.pipeline.decode_latents(latents, options.decode_batch_frames)
         if prepared.paste_back is not None:
             frames = prepared.paste_back(frames)
         return frames, next_carry
 
-    def _conditions(self, prepared: VExpressPrepared, start: int, stop: int) -> Any:
+    def _latent_size(self, prepared: VExpressPrepared) -> tuple[int, int]:
+        side = prepared.crop_size // self.pipeline.vae_scale_factor
+        return side, side
+
+    def _conditions(self, prepared: VExpressPrepared, start: int, stop: int) -> WindowConditions:
         pipeline, size = self.pipeline, prepared.crop_size
         tokens = pipeline.project_audio(prepared.audio_tokens, start, stop)
         features = pipeline.kps_features(prepared.kps_sequence[start:stop], size, size)
@@ -431,57 +432,15 @@ class VExpressEngine:
             tokens, features, prepared.reference_bank, prepared.options.guidance
         )
 
-    def _render_motion_frames_chunk(
-        self, prepared: VExpressPrepared, chunk: ChunkSpec, carry: ChunkCarry | None
-    ) -> tuple[torch.Tensor, ChunkCarry]:
-        options = prepared.options
-        windows = motion_frame_windows(prepared.num_frames, options.context_frames, options.motion_frames)
-        if not 0 <= chunk.index < len(windows):
-            raise EngineError(f"chunk {chunk.index} is not in this job's plan of {len(windows)} chunks")
-        start, stop = windows[chunk.index]
-        motion_latents = None
-        if chunk.index == 0:
-            generator = torch.Generator().manual_seed(options.seed)
-        else:
-            if carry is None:
-                raise EngineError(f"chunk {chunk.index} needs the carry of chunk {chunk.index - 1}")
-            generator = generator_from_state(carry.arrays["generator_state"])
-            if options.motion_frames:
-                motion_latents = torch.from_numpy(carry.arrays["motion_latents"]).float()
-        num_motion = 0 if motion_latents is None else options.motion_frames
-        if chunk.start != start + num_motion or chunk.stop != stop:
-            raise EngineError(f"chunk {chunk} does not match the plan's window [{start}, {stop})")
-        latents = self.pipeline.denoise_chunk(
-            stop - start - num_motion,
-            self._conditions(prepared, start, stop),
-            options.guidance,
-            build_scheduler(options.num_inference_steps),
-            generator,
-            motion_latents=motion_latents,
-        )
-        last = latents[:, :, latents.shape[2] - options.motion_frames :]
-        next_carry = ChunkCarry(
-            arrays={
-                "motion_latents": last.numpy().astype(np.float32),
-                "generator_state": as_uint8_state(generator),
-            },
-            meta={"continuity": options.continuity, "chunk_index": chunk.index, "frames_done": chunk.stop},
-        )
-        return latents[:, :, num_motion:], next_carry
-
     def _overlap_latents(self, prepared: VExpressPrepared) -> torch.Tensor:
         """The whole clip's denoised latents of the overlap-average schedule, computed once per job."""
         if prepared.overlap_latents is None:
             options = prepared.options
-            size = prepared.crop_size
-            generator = torch.Generator().manual_seed(options.seed)
-            noise = self.pipeline.draw_noise((1, 4, prepared.num_frames, size // 8, size // 8), generator)
-            prepared.overlap_latents = self.pipeline.denoise_overlap_average(
-                noise,
+            prepared.overlap_latents = self.pipeline.overlap_average_latents(
+                self._schedule(prepared),
                 lambda start, stop: self._conditions(prepared, start, stop),
                 options.guidance,
-                build_scheduler(options.num_inference_steps),
-                context_frames=options.context_frames,
-                motion_frames=options.motion_frames,
+                self.pipeline.make_scheduler(options.num_inference_steps),
+                latent_size=self._latent_size(prepared),
             )
         return prepared.overlap_latents

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from diffusers import DDIMScheduler
+from models.sd.scheduler import build_ddim_scheduler
 
 
 def vexpress_scheduler_config() -> dict[str, Any]:
@@ -30,15 +30,6 @@ def vexpress_scheduler_config() -> dict[str, Any]:
 
 
 def build_scheduler(num_inference_steps: int | None = None) -> Any:
-    """Build a fresh V-Express DDIM scheduler, with its timesteps set when ``num_inference_steps`` is given.
-
-    A scheduler holds per-run state (``timesteps``, ``num_inference_steps``), so every render builds
-    its own instead of sharing one between jobs or threads. Typed ``Any``: diffusers' lazily imported
-    classes carry no attributes for mypy.
-    """
-    scheduler: Any = DDIMScheduler(**vexpress_scheduler_config())
-    if num_inference_steps is not None:
-        if num_inference_steps < 1 or num_inference_steps > scheduler.config.num_train_timesteps:
-            raise ValueError(f"num_inference_steps must be in [1, 1000], got {num_inference_steps}")
-        scheduler.set_timesteps(num_inference_steps)
-    return scheduler
+    """A fresh V-Express DDIM scheduler (see ``models.sd.scheduler.build_ddim_scheduler``), with its
+    timesteps set when ``num_inference_steps`` is given."""
+    return build_ddim_scheduler(vexpress_scheduler_config(), num_inference_steps)

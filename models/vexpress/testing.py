@@ -18,27 +18,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
-from diffusers import AutoencoderKL
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
+from models.sd.testing import sd_vae
 from models.vexpress.audio import build_feature_extractor
 from models.vexpress.pipeline import VExpressComponents
-
-
-def tiny_vae() -> Any:
-    """AutoencoderKL with the SD layout (4 blocks, 8x downsampling, 4 latent channels), 8-16 channels wide."""
-    vae: Any = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 16, 16),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=64,
-    )
-    return vae.eval()
 
 
 def tiny_audio_encoder(hidden_size: int) -> Any:
@@ -69,8 +53,9 @@ def tiny_audio_encoder(hidden_size: int) -> Any:
 
 def tiny_components(seed: int = 0, dtype: torch.dtype = torch.float32) -> VExpressComponents:
     """Random-weight tiny components, the same for the same seed (CPU)."""
+    from models.sd.configs import tiny_unet_config
     from models.vexpress.checkpoint import build_modules
-    from models.vexpress.configs import tiny_audio_projection_config, tiny_guider_config, tiny_unet_config
+    from models.vexpress.configs import tiny_audio_projection_config, tiny_guider_config
 
     torch.manual_seed(seed)
     projection_config = tiny_audio_projection_config()
@@ -89,7 +74,7 @@ def tiny_components(seed: int = 0, dtype: torch.dtype = torch.float32) -> VExpre
         module.eval()
     return VExpressComponents(
         modules=modules,
-        vae=tiny_vae().to(dtype),
+        vae=sd_vae().to(dtype),
         audio_encoder=tiny_audio_encoder(int(projection_config["embedding_dim"])).to(dtype),
         feature_extractor=build_feature_extractor(),
     )

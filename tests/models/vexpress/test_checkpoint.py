@@ -11,24 +11,20 @@ import pytest
 import torch
 
 from models.errors import WeightsError
+from models.sd.checkpoint import check_keys
+from models.sd.configs import sd15_unet_config, tiny_unet_config
 from models.vexpress.checkpoint import (
     CONVERTED_FORMAT_VERSION,
     PUBLISHED_FILES,
     VExpressModules,
     build_modules,
-    check_keys,
     convert_to_safetensors,
     load_converted,
     load_published,
     missing_files,
     save_published,
 )
-from models.vexpress.configs import (
-    sd15_unet_config,
-    tiny_audio_projection_config,
-    tiny_guider_config,
-    tiny_unet_config,
-)
+from models.vexpress.configs import tiny_audio_projection_config, tiny_guider_config
 
 MANIFEST = json.loads((Path(__file__).parent / "data" / "checkpoint_manifest.json").read_text())
 TINY = {"guider_config": tiny_guider_config(), "audio_projection_config": tiny_audio_projection_config()}

@@ -9,21 +9,17 @@ from typing import Any
 import pytest
 import torch
 
-from models.vexpress.attention import Attention, set_attn_processor
-from models.vexpress.audio_projection import AudioProjection
-from models.vexpress.configs import (
-    sd15_unet_config,
-    tiny_audio_projection_config,
-    tiny_guider_config,
-    tiny_unet_config,
-)
-from models.vexpress.guider import VKpsGuider
-from models.vexpress.motion_module import (
+from models.sd.attention import Attention, set_attn_processor
+from models.sd.configs import sd15_unet_config, tiny_unet_config
+from models.sd.motion_module import (
     TemporalSelfAttention,
     VanillaTemporalModule,
     sinusoidal_position_table,
 )
-from models.vexpress.reference_net import ReferenceNet
+from models.sd.reference_net import ReferenceNet
+from models.vexpress.audio_projection import AudioProjection
+from models.vexpress.configs import tiny_audio_projection_config, tiny_guider_config
+from models.vexpress.guider import VKpsGuider
 from models.vexpress.unet_3d import VExpressUNet3D
 
 MANIFEST = Path(__file__).parent / "data" / "checkpoint_manifest.json"

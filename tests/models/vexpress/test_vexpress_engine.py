@@ -282,8 +282,9 @@ def test_a_driving_video_moves_the_keypoints_by_half_the_scaled_nose_motion() ->
 def test_an_engine_loaded_from_a_weights_dir_renders_the_same_frames(
     engine: VExpressEngine, tmp_path: Path
 ) -> None:
+    from models.sd.configs import tiny_unet_config
     from models.vexpress.checkpoint import save_published
-    from models.vexpress.configs import tiny_audio_projection_config, tiny_guider_config, tiny_unet_config
+    from models.vexpress.configs import tiny_audio_projection_config, tiny_guider_config
     from models.vexpress.testing import FixedKeypointAnalyzer
 
     components = engine.pipeline.components

@@ -8,13 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.vexpress.pipeline import (
-    GuidanceOptions,
-    VExpressPipeline,
-    check_window_options,
-    motion_frame_windows,
-    overlap_windows,
-)
+from models.sd.sampler import check_window_options, motion_frame_windows, overlap_windows
+from models.vexpress.pipeline import GuidanceOptions, VExpressPipeline
 from models.vexpress.scheduler import build_scheduler
 
 SIZE = 32

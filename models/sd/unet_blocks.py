@@ -11,187 +11,21 @@ Key layout (SD1.5 / diffusers): blocks hold ``attentions``, ``resnets``, ``motio
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 
 import torch
-from diffusers.models.attention import FeedForward
 from diffusers.models.downsampling import Downsample2D
 from diffusers.models.resnet import ResnetBlock2D
 from diffusers.models.upsampling import Upsample2D
 from torch import nn
 
-from models.vexpress.attention import Attention
-from models.vexpress.motion_module import VanillaTemporalModule
+from models.sd.motion_module import VanillaTemporalModule
+from models.sd.transformer_blocks import SpatialTransformer, TransformerBlock
 
 MotionModuleFactory = Callable[[int], VanillaTemporalModule]
-
-
-class ReferenceWriterTransformerBlock(nn.Module):
-    r"""
-    The ReferenceNet's transformer block (diffusers' BasicTransformerBlock layout: ``norm1, attn1, norm2,
-    attn2, norm3, ff``) in V-Express's "write" mode: the LayerNorm'd hidden state that is the query of
-    the cross-attention (``norm2(x)``) is stored in the reference bank.
-
-    Parameters:
-        dim (`int`): Channels.
-        heads (`int`): Attention heads (head width `dim // heads`).
-        cross_attention_dim (`int`): Channels of the cross-attention context.
-    """
-
-    def __init__(self, dim: int, heads: int, cross_attention_dim: int) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn1 = Attention(dim, heads=heads, dim_head=dim // heads)
-        self.norm2 = nn.LayerNorm(dim)
-        self.attn2 = Attention(dim, cross_attention_dim, heads=heads, dim_head=dim // heads)
-        self.norm3 = nn.LayerNorm(dim)
-        self.ff = FeedForward(dim, activation_fn="geglu")
-        # Position of this block in the bank list (registration order), set by the owning model.
-        self.bank_index = -1
-
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor,
-        bank: list[torch.Tensor | None],
-        bank_only: bool = False,
-    ) -> torch.Tensor:
-        r"""
-        Args:
-            hidden_states (`torch.Tensor` of shape `(B, L, C)`): Tokens.
-            encoder_hidden_states (`torch.Tensor` of shape `(B, S, cross_attention_dim)`): Context.
-            bank (`list`): Receives `norm2(x)` `(B, L, C)` at `bank[self.bank_index]`.
-            bank_only (`bool`): Stop once the bank entry is written (nothing after it reaches any bank).
-
-        Returns:
-            `torch.Tensor` of shape `(B, L, C)` (the input, unchanged past the bank, if `bank_only`).
-        """
-        norm_hidden_states = self.norm1(hidden_states)
-        hidden_states = self.attn1(norm_hidden_states) + hidden_states
-        norm_hidden_states = self.norm2(hidden_states)
-        bank[self.bank_index] = norm_hidden_states
-        if bank_only:
-            return hidden_states
-        hidden_states = self.attn2(norm_hidden_states, encoder_hidden_states) + hidden_states
-        return self.ff(self.norm3(hidden_states)) + hidden_states
-
-
-class ReferenceReaderTransformerBlock(nn.Module):
-    r"""
-    The denoiser's transformer block (V-Express "read" mode). Sub-layers, each pre-normed, residual:
-    ``attn1`` self-attention within the frame; ``attn1_5`` attention to the paired reference bank only,
-    output times `reference_attention_weight`; ``attn2`` cross-attention to the frame's audio tokens,
-    output times `audio_attention_weight`; ``ff`` GEGLU feed-forward. Registration order
-    ``attn1, norm1, attn1_5, norm1_5, attn2, norm2, ff, norm3`` matches the published file.
-
-    Parameters:
-        dim (`int`): Channels.
-        heads (`int`): Attention heads (head width `dim // heads`).
-        cross_attention_dim (`int`): Channels of the audio tokens.
-    """
-
-    def __init__(self, dim: int, heads: int, cross_attention_dim: int) -> None:
-        super().__init__()
-        self.attn1 = Attention(dim, heads=heads, dim_head=dim // heads)
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn1_5 = Attention(dim, heads=heads, dim_head=dim // heads)
-        self.norm1_5 = nn.LayerNorm(dim)
-        self.attn2 = Attention(dim, cross_attention_dim, heads=heads, dim_head=dim // heads)
-        self.norm2 = nn.LayerNorm(dim)
-        self.ff = FeedForward(dim, activation_fn="geglu")
-        self.norm3 = nn.LayerNorm(dim)
-        self.bank_index = -1
-
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor,
-        reference_hidden_states: list[torch.Tensor],
-        reference_attention_weight: float = 1.0,
-        audio_attention_weight: float = 1.0,
-    ) -> torch.Tensor:
-        r"""
-        Args:
-            hidden_states (`torch.Tensor` of shape `(B*F, L, C)`): Tokens of every frame.
-            encoder_hidden_states (`torch.Tensor` of shape `(B*F, S, cross_attention_dim)`): Each frame's
-                audio tokens.
-            reference_hidden_states (`list[torch.Tensor]`): The bank list; this block reads entry
-                `self.bank_index`, of shape `(B, L_ref, C)`, shared by the `F` frames of each sample.
-            reference_attention_weight (`float`): Scale of the reference attention's output (bias included).
-            audio_attention_weight (`float`): Scale of the audio cross-attention's output (bias included).
-
-        Returns:
-            `torch.Tensor` of shape `(B*F, L, C)`.
-        """
-        norm_hidden_states = self.norm1(hidden_states)
-        hidden_states = self.attn1(norm_hidden_states) + hidden_states
-
-        bank = reference_hidden_states[self.bank_index]
-        attn_output = self.attn1_5(self.norm1_5(hidden_states), bank)
-        if reference_attention_weight != 1.0:
-            attn_output = attn_output * reference_attention_weight
-        hidden_states = attn_output + hidden_states
-
-        attn_output = self.attn2(self.norm2(hidden_states), encoder_hidden_states)
-        if audio_attention_weight != 1.0:
-            attn_output = attn_output * audio_attention_weight
-        hidden_states = attn_output + hidden_states
-
-        return self.ff(self.norm3(hidden_states)) + hidden_states
-
-
-class SpatialTransformer(nn.Module):
-    r"""
-    Transformer2DModel layout: GroupNorm(eps 1e-6), ``proj_in`` (1x1 conv, or Linear with
-    `use_linear_projection`), one transformer block, ``proj_out``, residual.
-    """
-
-    def __init__(
-        self,
-        block: nn.Module,
-        channels: int,
-        norm_num_groups: int,
-        use_linear_projection: bool,
-    ) -> None:
-        super().__init__()
-        self.use_linear_projection = use_linear_projection
-        self.norm = nn.GroupNorm(norm_num_groups, channels, eps=1e-6, affine=True)
-        self.proj_in: nn.Module = (
-            nn.Linear(channels, channels) if use_linear_projection else nn.Conv2d(channels, channels, 1)
-        )
-        self.transformer_blocks = nn.ModuleList([block])
-        self.proj_out: nn.Module = (
-            nn.Linear(channels, channels) if use_linear_projection else nn.Conv2d(channels, channels, 1)
-        )
-
-    def tokens_in(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """`(N, C, H, W)` feature map -> `(N, H*W, C)` projected tokens."""
-        batch, channels, height, width = hidden_states.shape
-        hidden_states = self.norm(hidden_states)
-        if not self.use_linear_projection:
-            hidden_states = self.proj_in(hidden_states)
-        tokens = hidden_states.permute(0, 2, 3, 1).reshape(batch, height * width, channels)
-        if self.use_linear_projection:
-            tokens = self.proj_in(tokens)
-        return tokens
-
-    def tokens_out(self, tokens: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        """`(N, H*W, C)` tokens -> `(N, C, H, W)`, plus the block input `residual`."""
-        batch, channels, height, width = residual.shape
-        if self.use_linear_projection:
-            tokens = self.proj_out(tokens)
-        hidden_states = tokens.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
-        if not self.use_linear_projection:
-            hidden_states = self.proj_out(hidden_states)
-        return hidden_states + residual
-
-    def forward(self, hidden_states: torch.Tensor, **block_kwargs: Any) -> torch.Tensor:
-        r"""`hidden_states` `(N, C, H, W)` -> `(N, C, H, W)`; `block_kwargs` go to the transformer block."""
-        tokens = self.tokens_in(hidden_states)
-        for block in self.transformer_blocks:
-            tokens = block(tokens, **block_kwargs)
-        return self.tokens_out(tokens, hidden_states)
+TransformerBlockClass = Callable[[int, int, int], nn.Module]
+"""``block(dim, heads, cross_attention_dim)``: a transformer block class (see ``transformer_blocks``)."""
 
 
 def _resnet(
@@ -206,6 +40,15 @@ def _resnet(
         non_linearity="silu",
         output_scale_factor=scale,
     )
+
+
+def _per_layer(
+    factory: Callable[[int], nn.Module] | None, channels: int, num_layers: int
+) -> nn.ModuleList | None:
+    """One module per layer from `factory(channels)`, built in layer order; None without a factory."""
+    if factory is None:
+        return None
+    return nn.ModuleList([factory(channels) for _ in range(num_layers)])
 
 
 class UNetDownBlock(nn.Module):
@@ -228,24 +71,14 @@ class UNetDownBlock(nn.Module):
         motion_module_factory: MotionModuleFactory | None,
     ) -> None:
         super().__init__()
-        if transformer_factory is not None:
-            self.attentions: nn.ModuleList | None = nn.ModuleList(
-                [transformer_factory(out_channels) for _ in range(num_layers)]
-            )
-        else:
-            self.attentions = None
+        self.attentions = _per_layer(transformer_factory, out_channels, num_layers)
         self.resnets = nn.ModuleList(
             [
                 _resnet(in_channels if i == 0 else out_channels, out_channels, temb_channels, groups, eps)
                 for i in range(num_layers)
             ]
         )
-        if motion_module_factory is not None:
-            self.motion_modules: nn.ModuleList | None = nn.ModuleList(
-                [motion_module_factory(out_channels) for _ in range(num_layers)]
-            )
-        else:
-            self.motion_modules = None
+        self.motion_modules = _per_layer(motion_module_factory, out_channels, num_layers)
         if add_downsample:
             self.downsamplers: nn.ModuleList | None = nn.ModuleList(
                 [
@@ -311,12 +144,7 @@ class UNetMidBlock(nn.Module):
                 for _ in range(num_layers + 1)
             ]
         )
-        if motion_module_factory is not None:
-            self.motion_modules: nn.ModuleList | None = nn.ModuleList(
-                [motion_module_factory(channels) for _ in range(num_layers)]
-            )
-        else:
-            self.motion_modules = None
+        self.motion_modules = _per_layer(motion_module_factory, channels, num_layers)
 
     def forward(
         self, hidden_states: torch.Tensor, temb: torch.Tensor, num_frames: int, block_kwargs: dict[str, Any]
@@ -351,12 +179,7 @@ class UNetUpBlock(nn.Module):
         motion_module_factory: MotionModuleFactory | None,
     ) -> None:
         super().__init__()
-        if transformer_factory is not None:
-            self.attentions: nn.ModuleList | None = nn.ModuleList(
-                [transformer_factory(out_channels) for _ in range(num_layers)]
-            )
-        else:
-            self.attentions = None
+        self.attentions = _per_layer(transformer_factory, out_channels, num_layers)
         resnets = []
         for i in range(num_layers):
             skip_channels = in_channels if i == num_layers - 1 else out_channels
@@ -365,12 +188,7 @@ class UNetUpBlock(nn.Module):
                 _resnet(resnet_in_channels + skip_channels, out_channels, temb_channels, groups, eps)
             )
         self.resnets = nn.ModuleList(resnets)
-        if motion_module_factory is not None:
-            self.motion_modules: nn.ModuleList | None = nn.ModuleList(
-                [motion_module_factory(out_channels) for _ in range(num_layers)]
-            )
-        else:
-            self.motion_modules = None
+        self.motion_modules = _per_layer(motion_module_factory, out_channels, num_layers)
         if add_upsample:
             self.upsamplers: nn.ModuleList | None = nn.ModuleList(
                 [Upsample2D(out_channels, use_conv=True, out_channels=out_channels)]
@@ -422,10 +240,51 @@ class UNetUpBlock(nn.Module):
         return hidden_states
 
 
-TransformerFactory = Callable[[int, int], SpatialTransformer]
-
-
 def build_unet_layout(
+    model: Any,
+    config: Mapping[str, Any],
+    heads: tuple[int, ...],
+    *,
+    transformer_block: TransformerBlockClass,
+    motion_module_factory: Callable[[int, bool], MotionModuleFactory | None],
+    conv_norm_out: bool,
+) -> None:
+    """Registers the SD1.5 UNet layout of `config` (the model's registered config, checked by
+    `validate_unet_config`, which gives `heads`) on `model`, in the published state-dict order:
+    ``conv_in, time_embedding, down_blocks, up_blocks, mid_block, [conv_norm_out], conv_out``.
+
+    `transformer_block(channels, heads, cross_attention_dim)` builds the block of each spatial
+    transformer; `motion_module_factory(resolution, is_up_block)` returns a factory for the motion
+    modules of the block at that resolution (1, 2, 4, ... from the top; the mid block asks for
+    resolution 0), or None for none.
+    """
+    _register_layout(
+        model,
+        in_channels=config["in_channels"],
+        out_channels=config["out_channels"],
+        down_block_types=tuple(config["down_block_types"]),
+        up_block_types=tuple(config["up_block_types"]),
+        block_out_channels=tuple(config["block_out_channels"]),
+        layers_per_block=config["layers_per_block"],
+        heads=heads,
+        norm_num_groups=config["norm_num_groups"],
+        norm_eps=config["norm_eps"],
+        flip_sin_to_cos=config["flip_sin_to_cos"],
+        freq_shift=config["freq_shift"],
+        downsample_padding=config["downsample_padding"],
+        mid_block_scale_factor=config["mid_block_scale_factor"],
+        transformer_factory=lambda channels, block_heads: SpatialTransformer(
+            transformer_block(channels, block_heads, config["cross_attention_dim"]),
+            channels,
+            config["norm_num_groups"],
+            config["use_linear_projection"],
+        ),
+        motion_module_factory=motion_module_factory,
+        conv_norm_out=conv_norm_out,
+    )
+
+
+def _register_layout(
     model: Any,
     *,
     in_channels: int,
@@ -441,17 +300,10 @@ def build_unet_layout(
     freq_shift: int,
     downsample_padding: int,
     mid_block_scale_factor: float,
-    transformer_factory: TransformerFactory,
+    transformer_factory: Callable[[int, int], SpatialTransformer],
     motion_module_factory: Callable[[int, bool], MotionModuleFactory | None],
     conv_norm_out: bool,
 ) -> None:
-    """Registers the SD1.5 UNet layout on `model`, in the published state-dict order: ``conv_in,
-    time_embedding, down_blocks, up_blocks, mid_block, [conv_norm_out], conv_out``.
-
-    `transformer_factory(channels, heads)` builds one spatial transformer; `motion_module_factory(resolution,
-    is_up_block)` returns a factory for the motion modules of the block at that resolution (1, 2, 4, ...
-    from the top; the mid block asks for resolution 0), or None for none.
-    """
     from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 
     time_embed_dim = block_out_channels[0] * 4
@@ -523,14 +375,14 @@ def build_unet_layout(
     model.conv_out = nn.Conv2d(block_out_channels[0], out_channels, kernel_size=3, padding=1)
 
 
-def transformer_blocks_in_order(
-    model: nn.Module,
-) -> list[ReferenceWriterTransformerBlock | ReferenceReaderTransformerBlock]:
-    """The model's transformer blocks in registration order (down, up, mid), with `bank_index` set."""
+def transformer_blocks_in_order(model: nn.Module) -> list[TransformerBlock]:
+    """The blocks of the model's spatial transformers in registration order (down, up, mid), with
+    `bank_index` set to their position: entry ``i`` of a reference bank pairs with block ``i``."""
     blocks = [
-        module
+        cast(TransformerBlock, block)
         for module in model.modules()
-        if isinstance(module, ReferenceWriterTransformerBlock | ReferenceReaderTransformerBlock)
+        if isinstance(module, SpatialTransformer)
+        for block in module.transformer_blocks
     ]
     for index, block in enumerate(blocks):
         block.bank_index = index

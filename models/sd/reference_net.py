@@ -1,18 +1,17 @@
-"""The ReferenceNet: an SD1.5 2D UNet that computes the reference bank once per job (FACTS §3)."""
+"""The ReferenceNet: an SD1.5 2D UNet that computes the reference bank once per job (V-Express: FACTS §3)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
-from models.vexpress.configs import unet_kwargs_from_config, validate_unet_args
-from models.vexpress.unet_blocks import (
-    ReferenceWriterTransformerBlock,
-    SpatialTransformer,
+from models.sd.configs import unet_kwargs_from_config, validate_unet_config
+from models.sd.transformer_blocks import ReferenceWriterTransformerBlock
+from models.sd.unet_blocks import (
     build_unet_layout,
     timestep_embedding,
     transformer_blocks_in_order,
@@ -23,16 +22,18 @@ from models.vexpress.unet_blocks import (
 class ReferenceNet(ModelMixin, ConfigMixin):  # type: ignore[misc]
     r"""
     SD1.5 UNet2DConditionModel layout without ``conv_norm_out`` (684 published keys). Its forward returns
-    the reference bank: in every transformer block, the LayerNorm'd hidden state ``norm2(x)`` that is the
-    query of the block's cross-attention.
+    the reference bank: what every transformer block (`transformer_block_class`) writes, by default the
+    LayerNorm'd hidden state ``norm2(x)`` that is the query of the block's cross-attention.
 
     Bank order: the transformer blocks in registration order, i.e. ``down_blocks`` (block by block,
     attention by attention), then ``up_blocks``, then ``mid_block``; for SD1.5 that is 6 down, 9 up and
-    1 mid = 16 entries. [`VExpressUNet3D`] registers its blocks in the same order, so ``bank[i]`` is read
-    by its ``i``-th transformer block, the same-named block, which is the pairing of the reference code.
+    1 mid = 16 entries. [`UNet3DConditionModel`] registers its blocks in the same order, so ``bank[i]``
+    is read by its ``i``-th transformer block, the same-named block (V-Express's pairing).
 
-    Parameters are those of a diffusers UNet config (see [`~models.vexpress.configs.sd15_unet_config`]).
+    Parameters are those of a diffusers UNet config (see [`~models.sd.configs.sd15_unet_config`]).
     """
+
+    transformer_block_class: ClassVar[type[ReferenceWriterTransformerBlock]] = ReferenceWriterTransformerBlock
 
     @register_to_config  # type: ignore[untyped-decorator]
     def __init__(
@@ -67,42 +68,14 @@ class ReferenceNet(ModelMixin, ConfigMixin):  # type: ignore[misc]
         use_linear_projection: bool = False,
     ) -> None:
         super().__init__()
-        heads = validate_unet_args(
-            in_channels=in_channels,
-            out_channels=out_channels,
-            down_block_types=down_block_types,
-            up_block_types=up_block_types,
-            block_out_channels=block_out_channels,
-            layers_per_block=layers_per_block,
-            act_fn=act_fn,
-            norm_num_groups=norm_num_groups,
-            norm_eps=norm_eps,
-            cross_attention_dim=cross_attention_dim,
-            attention_head_dim=attention_head_dim,
-        )
+        heads = validate_unet_config(self.config)
         if not up_block_types[-1].startswith("CrossAttn"):
             raise ValueError(f"up_block_types={list(up_block_types)}: the last up block must have attention")
-
-        def transformer(channels: int, block_heads: int) -> SpatialTransformer:
-            block = ReferenceWriterTransformerBlock(channels, block_heads, cross_attention_dim)
-            return SpatialTransformer(block, channels, norm_num_groups, use_linear_projection)
-
         build_unet_layout(
             self,
-            in_channels=in_channels,
-            out_channels=out_channels,
-            down_block_types=tuple(down_block_types),
-            up_block_types=tuple(up_block_types),
-            block_out_channels=tuple(block_out_channels),
-            layers_per_block=layers_per_block,
-            heads=heads,
-            norm_num_groups=norm_num_groups,
-            norm_eps=norm_eps,
-            flip_sin_to_cos=flip_sin_to_cos,
-            freq_shift=freq_shift,
-            downsample_padding=downsample_padding,
-            mid_block_scale_factor=mid_block_scale_factor,
-            transformer_factory=transformer,
+            self.config,
+            heads,
+            transformer_block=self.transformer_block_class,
             motion_module_factory=lambda resolution, is_up: None,
             conv_norm_out=False,
         )

@@ -1,4 +1,4 @@
-"""Attention layers of the V-Express UNets, with swappable processors.
+"""Attention layers of the skeleton's UNets, with swappable processors.
 
 Every attention in the two UNets has the same parameter layout (``to_q``/``to_k``/``to_v`` without bias,
 ``to_out.0`` with bias), which is also diffusers' layout, so the published key names load unchanged.

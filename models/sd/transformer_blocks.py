@@ -1,0 +1,232 @@
+"""The spatial transformer of the SD1.5 blocks and the transformer blocks that plug into it.
+
+A UNet chooses its transformer block by class (`UNet3DConditionModel.transformer_block_class`,
+`ReferenceNet.transformer_block_class`); every block is built as ``block(dim, heads,
+cross_attention_dim)`` and called with the UNet's block keyword arguments (at least
+``encoder_hidden_states``; ``reference_hidden_states`` when `reads_reference_bank`; any extras the
+caller passes, e.g. attention weights). What a block does with them is the condition plug:
+
+- [`CrossAttentionTransformerBlock`]: diffusers' BasicTransformerBlock, self-attention within the
+  frame then cross-attention to the context tokens (per frame or per sample, e.g. CLIP tokens).
+- [`ReferenceWriterTransformerBlock`]: the ReferenceNet's block, which also stores the query of its
+  cross-attention in the reference bank.
+- [`ReferenceReaderTransformerBlock`]: a separate attention to the paired bank entry (``attn1_5``)
+  between the self- and cross-attention (V-Express's layout).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from diffusers.models.attention import FeedForward
+from torch import nn
+
+from models.sd.attention import Attention
+
+
+class CrossAttentionTransformerBlock(nn.Module):
+    r"""
+    diffusers' BasicTransformerBlock layout (``norm1, attn1, norm2, attn2, norm3, ff``), each sub-layer
+    pre-normed and residual: self-attention within the frame, cross-attention to the context tokens,
+    GEGLU feed-forward.
+
+    Parameters:
+        dim (`int`): Channels.
+        heads (`int`): Attention heads (head width `dim // heads`).
+        cross_attention_dim (`int`): Channels of the cross-attention context.
+    """
+
+    reads_reference_bank: ClassVar[bool] = False
+
+    def __init__(self, dim: int, heads: int, cross_attention_dim: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn1 = Attention(dim, heads=heads, dim_head=dim // heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.attn2 = Attention(dim, cross_attention_dim, heads=heads, dim_head=dim // heads)
+        self.norm3 = nn.LayerNorm(dim)
+        self.ff = FeedForward(dim, activation_fn="geglu")
+        # Position of this block in the bank list (registration order), set by the owning model.
+        self.bank_index = -1
+
+    def forward(self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor) -> torch.Tensor:
+        r"""
+        Args:
+            hidden_states (`torch.Tensor` of shape `(N, L, C)`): Tokens (`N` = frames of all samples).
+            encoder_hidden_states (`torch.Tensor` of shape `(N', S, cross_attention_dim)`): Context; `N'`
+                divides `N` (one row per frame, or one per sample shared by its frames).
+
+        Returns:
+            `torch.Tensor` of shape `(N, L, C)`.
+        """
+        norm_hidden_states = self.norm1(hidden_states)
+        hidden_states = self.attn1(norm_hidden_states) + hidden_states
+        return self._cross_attend(hidden_states, self.norm2(hidden_states), encoder_hidden_states)
+
+    def _cross_attend(
+        self,
+        hidden_states: torch.Tensor,
+        norm_hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+    ) -> torch.Tensor:
+        """The cross-attention residual on ``norm2(x)`` = `norm_hidden_states`, then the feed-forward."""
+        hidden_states = self.attn2(norm_hidden_states, encoder_hidden_states) + hidden_states
+        return self.ff(self.norm3(hidden_states)) + hidden_states
+
+
+class ReferenceWriterTransformerBlock(CrossAttentionTransformerBlock):
+    r"""
+    The ReferenceNet's transformer block (BasicTransformerBlock layout) in "write" mode: the LayerNorm'd
+    hidden state that is the query of the cross-attention (``norm2(x)``) is stored in the reference bank
+    (V-Express's choice of what the bank holds).
+    """
+
+    def forward(  # type: ignore[override]
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        bank: list[torch.Tensor | None],
+        bank_only: bool = False,
+    ) -> torch.Tensor:
+        r"""
+        Args:
+            hidden_states (`torch.Tensor` of shape `(B, L, C)`): Tokens.
+            encoder_hidden_states (`torch.Tensor` of shape `(B, S, cross_attention_dim)`): Context.
+            bank (`list`): Receives `norm2(x)` `(B, L, C)` at `bank[self.bank_index]`.
+            bank_only (`bool`): Stop once the bank entry is written (nothing after it reaches any bank).
+
+        Returns:
+            `torch.Tensor` of shape `(B, L, C)` (the input, unchanged past the bank, if `bank_only`).
+        """
+        norm_hidden_states = self.norm1(hidden_states)
+        hidden_states = self.attn1(norm_hidden_states) + hidden_states
+        norm_hidden_states = self.norm2(hidden_states)
+        bank[self.bank_index] = norm_hidden_states
+        if bank_only:
+            return hidden_states
+        return self._cross_attend(hidden_states, norm_hidden_states, encoder_hidden_states)
+
+
+class ReferenceReaderTransformerBlock(nn.Module):
+    r"""
+    A denoiser transformer block that reads the reference bank through its own attention (V-Express "read"
+    mode). Sub-layers, each pre-normed, residual: ``attn1`` self-attention within the frame; ``attn1_5``
+    attention to the paired reference bank only, output times `reference_attention_weight`; ``attn2``
+    cross-attention to the frame's tokens (V-Express: audio), output times `audio_attention_weight`;
+    ``ff`` GEGLU feed-forward. Registration order ``attn1, norm1, attn1_5, norm1_5, attn2, norm2, ff,
+    norm3`` matches V-Express's published file.
+
+    Parameters:
+        dim (`int`): Channels.
+        heads (`int`): Attention heads (head width `dim // heads`).
+        cross_attention_dim (`int`): Channels of the cross-attention tokens.
+    """
+
+    reads_reference_bank: ClassVar[bool] = True
+
+    def __init__(self, dim: int, heads: int, cross_attention_dim: int) -> None:
+        super().__init__()
+        self.attn1 = Attention(dim, heads=heads, dim_head=dim // heads)
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn1_5 = Attention(dim, heads=heads, dim_head=dim // heads)
+        self.norm1_5 = nn.LayerNorm(dim)
+        self.attn2 = Attention(dim, cross_attention_dim, heads=heads, dim_head=dim // heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.ff = FeedForward(dim, activation_fn="geglu")
+        self.norm3 = nn.LayerNorm(dim)
+        self.bank_index = -1
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        reference_hidden_states: list[torch.Tensor],
+        reference_attention_weight: float = 1.0,
+        audio_attention_weight: float = 1.0,
+    ) -> torch.Tensor:
+        r"""
+        Args:
+            hidden_states (`torch.Tensor` of shape `(B*F, L, C)`): Tokens of every frame.
+            encoder_hidden_states (`torch.Tensor` of shape `(B*F, S, cross_attention_dim)`): Each frame's
+                tokens (V-Express: audio tokens).
+            reference_hidden_states (`list[torch.Tensor]`): The bank list; this block reads entry
+                `self.bank_index`, of shape `(B, L_ref, C)`, shared by the `F` frames of each sample.
+            reference_attention_weight (`float`): Scale of the reference attention's output (bias included).
+            audio_attention_weight (`float`): Scale of the cross-attention's output (bias included).
+
+        Returns:
+            `torch.Tensor` of shape `(B*F, L, C)`.
+        """
+        norm_hidden_states = self.norm1(hidden_states)
+        hidden_states = self.attn1(norm_hidden_states) + hidden_states
+
+        bank = reference_hidden_states[self.bank_index]
+        attn_output = self.attn1_5(self.norm1_5(hidden_states), bank)
+        if reference_attention_weight != 1.0:
+            attn_output = attn_output * reference_attention_weight
+        hidden_states = attn_output + hidden_states
+
+        attn_output = self.attn2(self.norm2(hidden_states), encoder_hidden_states)
+        if audio_attention_weight != 1.0:
+            attn_output = attn_output * audio_attention_weight
+        hidden_states = attn_output + hidden_states
+
+        return self.ff(self.norm3(hidden_states)) + hidden_states
+
+
+TransformerBlock = CrossAttentionTransformerBlock | ReferenceReaderTransformerBlock
+"""What `SpatialTransformer` holds."""
+
+
+class SpatialTransformer(nn.Module):
+    r"""
+    Transformer2DModel layout: GroupNorm(eps 1e-6), ``proj_in`` (1x1 conv, or Linear with
+    `use_linear_projection`), one transformer block, ``proj_out``, residual.
+    """
+
+    def __init__(
+        self,
+        block: nn.Module,
+        channels: int,
+        norm_num_groups: int,
+        use_linear_projection: bool,
+    ) -> None:
+        super().__init__()
+        self.use_linear_projection = use_linear_projection
+        self.norm = nn.GroupNorm(norm_num_groups, channels, eps=1e-6, affine=True)
+        self.proj_in: nn.Module = (
+            nn.Linear(channels, channels) if use_linear_projection else nn.Conv2d(channels, channels, 1)
+        )
+        self.transformer_blocks = nn.ModuleList([block])
+        self.proj_out: nn.Module = (
+            nn.Linear(channels, channels) if use_linear_projection else nn.Conv2d(channels, channels, 1)
+        )
+
+    def tokens_in(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """`(N, C, H, W)` feature map -> `(N, H*W, C)` projected tokens."""
+        batch, channels, height, width = hidden_states.shape
+        hidden_states = self.norm(hidden_states)
+        if not self.use_linear_projection:
+            hidden_states = self.proj_in(hidden_states)
+        tokens = hidden_states.permute(0, 2, 3, 1).reshape(batch, height * width, channels)
+        if self.use_linear_projection:
+            tokens = self.proj_in(tokens)
+        return tokens
+
+    def tokens_out(self, tokens: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """`(N, H*W, C)` tokens -> `(N, C, H, W)`, plus the block input `residual`."""
+        batch, channels, height, width = residual.shape
+        if self.use_linear_projection:
+            tokens = self.proj_out(tokens)
+        hidden_states = tokens.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
+        if not self.use_linear_projection:
+            hidden_states = self.proj_out(hidden_states)
+        return hidden_states + residual
+
+    def forward(self, hidden_states: torch.Tensor, **block_kwargs: Any) -> torch.Tensor:
+        r"""`hidden_states` `(N, C, H, W)` -> `(N, C, H, W)`; `block_kwargs` go to the transformer block."""
+        tokens = self.tokens_in(hidden_states)
+        for block in self.transformer_blocks:
+            tokens = block(tokens, **block_kwargs)
+        return self.tokens_out(tokens, hidden_states)
