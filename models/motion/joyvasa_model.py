@@ -163,26 +163,31 @@ class DenoisingNetwork(nn.Module):
         return self.motion_dec(h)  # type: ignore[no-any-return]
 
 
+def _schedule(num_steps: int, s: float) -> tuple[torch.Tensor, ...]:
+    x = torch.linspace(0, num_steps, num_steps + 1)
+    alpha_bars = torch.cos(((x / num_steps) + s) / (1 + s) * torch.pi * 0.5) ** 2
+    alpha_bars = alpha_bars / alpha_bars[0]
+    betas = torch.clip(1 - (alpha_bars[1:] / alpha_bars[:-1]), 0.0001, 0.999)
+    betas = torch.cat([torch.zeros(1), betas], dim=0)
+    alphas = 1 - betas
+    log_alphas = torch.log(alphas)
+    for i in range(1, log_alphas.shape[0]):  # sequential, as the reference accumulates
+        log_alphas[i] += log_alphas[i - 1]
+    alpha_bars = log_alphas.exp()
+    sigmas_flex = torch.sqrt(betas)
+    sigmas_inflex = torch.zeros_like(sigmas_flex)
+    for i in range(1, sigmas_flex.shape[0]):
+        sigmas_inflex[i] = ((1 - alpha_bars[i - 1]) / (1 - alpha_bars[i])) * betas[i]
+    return betas, alphas, alpha_bars, sigmas_flex, torch.sqrt(sigmas_inflex)
+
+
 class DiffusionSchedule(nn.Module):
     """The reference's cosine schedule with a padded ``beta_0 = 0`` (float32, computed as it does)."""
 
     def __init__(self, num_steps: int, s: float = 0.008) -> None:
         super().__init__()
-        x = torch.linspace(0, num_steps, num_steps + 1)
-        alpha_bars = torch.cos(((x / num_steps) + s) / (1 + s) * torch.pi * 0.5) ** 2
-        alpha_bars = alpha_bars / alpha_bars[0]
-        betas = torch.clip(1 - (alpha_bars[1:] / alpha_bars[:-1]), 0.0001, 0.999)
-        betas = torch.cat([torch.zeros(1), betas], dim=0)
-        alphas = 1 - betas
-        log_alphas = torch.log(alphas)
-        for i in range(1, log_alphas.shape[0]):  # sequential, as the reference accumulates
-            log_alphas[i] += log_alphas[i - 1]
-        alpha_bars = log_alphas.exp()
-        sigmas_flex = torch.sqrt(betas)
-        sigmas_inflex = torch.zeros_like(sigmas_flex)
-        for i in range(1, sigmas_flex.shape[0]):
-            sigmas_inflex[i] = ((1 - alpha_bars[i - 1]) / (1 - alpha_bars[i])) * betas[i]
-        sigmas_inflex = torch.sqrt(sigmas_inflex)
+        with torch.device("cpu"):  # a few KB, computed sequentially: never on meta
+            betas, alphas, alpha_bars, sigmas_flex, sigmas_inflex = _schedule(num_steps, s)
         self.num_steps = num_steps
         self.register_buffer("betas", betas)
         self.register_buffer("alphas", alphas)
