@@ -66,8 +66,8 @@ DITTO_V04 = DittoConfig()
 
 
 def tiny_ditto_config() -> DittoConfig:
-    """A narrow LMDM for tests: 16-frame windows, 2 layers, 16-d audio features."""
-    return DittoConfig(audio_dim=16, seq_frames=16, latent_dim=32, ff_size=64, num_layers=2, num_heads=2)
+    """A narrow LMDM for tests: 16-frame windows, 2 layers (HuBERT rows stay 1024-d)."""
+    return DittoConfig(seq_frames=16, latent_dim=32, ff_size=64, num_layers=2, num_heads=2)
 
 
 class RotaryEmbedding(nn.Module):
