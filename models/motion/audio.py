@@ -88,7 +88,9 @@ def load_joyvasa_hubert(
     Raises:
         WeightsError: the directory is missing or not a HuBERT model, or `override` does not match.
     """
-    from transformers import HubertModel
+    from transformers import HubertModel as _HubertModel
+
+    HubertModel: Any = _HubertModel
 
     if not (hubert_dir / "config.json").is_file():
         raise WeightsError(f"{hubert_dir} is not a transformers model directory (no config.json)")
@@ -146,7 +148,7 @@ class DittoAudioFeatures:
         self.read_audio = read_audio
         self.num_samples = num_samples
         self.num_frames = math.ceil(num_samples / 16000 * 25)
-        before, produced, after = DITTO_CHUNK
+        _, produced, after = DITTO_CHUNK
         self.chunk_samples = int(sum(DITTO_CHUNK) * 0.04 * 16000) + 80  # 6480
         self.lead = self.chunk_samples - int((produced + after) * 0.04 * 16000)  # 2000 zeros before
         self._cache: dict[int, FloatArray] = {}
@@ -154,7 +156,7 @@ class DittoAudioFeatures:
     def _group(self, g: int) -> FloatArray:
         if g in self._cache:
             return self._cache[g]
-        before, produced, after = DITTO_CHUNK
+        _, produced, after = DITTO_CHUNK
         lo = int(g * produced * 0.04 * 16000) - self.lead
         hi = lo + self.chunk_samples
         a, b = min(max(lo, 0), self.num_samples), min(max(hi, 0), self.num_samples)
@@ -171,7 +173,7 @@ class DittoAudioFeatures:
             raise ValueError(
                 f"Ditto HuBERT returned {encoding.shape}, expected (T, {DITTO_FEATURE_DIM}) with T >= 14"
             )
-        rows = valid.reshape(produced, 2, DITTO_FEATURE_DIM).mean(1).astype(np.float32)
+        rows: FloatArray = valid.reshape(produced, 2, DITTO_FEATURE_DIM).mean(1).astype(np.float32)
         self._cache[g] = rows
         if len(self._cache) > self.CACHE_GROUPS:  # windows read forward: drop the oldest
             del self._cache[min(self._cache)]

@@ -19,6 +19,7 @@ still needs, so a frame is emitted as soon as no later window can change it (mem
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -136,7 +137,7 @@ def ditto_schedule(steps: int) -> tuple[list[tuple[int, int]], torch.Tensor]:
     betas = np.clip((1 - alphas[1:] / alphas[:-1]).numpy(), a_min=0, a_max=0.999)
     alphas_cumprod = torch.cumprod(1.0 - torch.Tensor(betas), dim=0)
     times = list(reversed(torch.linspace(-1, NUM_TRAIN_STEPS - 1, steps=steps + 1).int().tolist()))
-    return list(zip(times[:-1], times[1:], strict=True)), alphas_cumprod
+    return list(itertools.pairwise(times)), alphas_cumprod
 
 
 @dataclass
@@ -398,7 +399,8 @@ def source_motion_vector(info: Mapping[str, npt.ArrayLike]) -> FloatArray:
         if value.shape != (size,):
             raise ValueError(f"source motion {key!r} has {value.size} values, expected {size}")
         parts.append(value - 1 if key == "scale" else value)
-    return np.concatenate(parts).astype(np.float32)
+    vector: FloatArray = np.concatenate(parts).astype(np.float32)
+    return vector
 
 
 def emotion_probs(emotion: int | Sequence[int], strength: float = 1.0) -> FloatArray:
@@ -412,7 +414,8 @@ def emotion_probs(emotion: int | Sequence[int], strength: float = 1.0) -> FloatA
     logits = np.zeros(len(EMOTIONS), np.float64)
     logits[labels] = 8.0 * strength
     probs = np.exp(logits - logits.max())
-    return (probs / probs.sum()).astype(np.float32)
+    normalized: FloatArray = (probs / probs.sum()).astype(np.float32)
+    return normalized
 
 
 def condition_rows(
@@ -462,8 +465,10 @@ def bins_to_degrees(logits: FloatArray) -> FloatArray:
     shifted = logits - logits.max(axis=1, keepdims=True)
     probs = np.exp(shifted)
     probs /= probs.sum(axis=1, keepdims=True)
-    degrees = (probs * np.arange(66, dtype=np.float32)).sum(axis=1, keepdims=True) * 3 - 97.5
-    return degrees.astype(np.float32)
+    degrees: FloatArray = (
+        (probs * np.arange(66, dtype=np.float32)).sum(axis=1, keepdims=True) * 3 - 97.5
+    ).astype(np.float32)
+    return degrees
 
 
 def motion_to_kp_info(frames: FloatArray) -> dict[str, FloatArray]:

@@ -73,16 +73,18 @@ def tiny_ditto_config() -> DittoConfig:
 class RotaryEmbedding(nn.Module):
     """Rotary position table over the full feature width (interleaved pairs), as the reference uses."""
 
+    freqs: torch.Tensor
+
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.register_buffer("freqs", 1.0 / (10000 ** (torch.arange(0, dim, 2)[: dim // 2].float() / dim)))
 
     def rotate(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, N, D) -> rotated by position along N."""
-        freqs: torch.Tensor = self.freqs
+        freqs = self.freqs
         positions = torch.arange(x.shape[-2], device=x.device).to(freqs.dtype)
         angles = torch.repeat_interleave(torch.einsum("n,f->nf", positions, freqs), 2, dim=-1).to(x)
-        pairs = x.unflatten(-1, (-1, 2))
+        pairs = x.reshape(*x.shape[:-1], -1, 2)
         rotated_half = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
         return x * angles.cos() + rotated_half * angles.sin()
 
@@ -109,7 +111,8 @@ class FiLM(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         scale, shift = self.block(t)[:, None, :].chunk(2, dim=-1)
-        return (scale + 1) * x + shift
+        out: torch.Tensor = (scale + 1) * x + shift
+        return out
 
 
 class CondEncoderLayer(nn.Module):
@@ -128,7 +131,8 @@ class CondEncoderLayer(nn.Module):
         h = self.norm1(x)
         qk = self.rotary.rotate(h)
         x = x + self.self_attn(qk, qk, h, need_weights=False)[0]
-        return x + self.linear2(F.gelu(self.linear1(self.norm2(x))))
+        out: torch.Tensor = x + self.linear2(F.gelu(self.linear1(self.norm2(x))))
+        return out
 
 
 class FiLMDecoderLayer(nn.Module):
@@ -158,7 +162,8 @@ class FiLMDecoderLayer(nn.Module):
             self.rotary.rotate(h), self.rotary.rotate(memory), memory, need_weights=False
         )[0]
         x = x + self.film2(attended, t)
-        return x + self.film3(self.linear2(F.gelu(self.linear1(self.norm3(x)))), t)
+        out: torch.Tensor = x + self.film3(self.linear2(F.gelu(self.linear1(self.norm3(x)))), t)
+        return out
 
 
 class DecoderStack(nn.Module):
@@ -245,10 +250,10 @@ class DittoDenoiser(nn.Module):
         h = self.input_projection(h).expand(2, -1, -1)
         t_hidden = self.time_mlp(times)
         t = self.to_time_cond(t_hidden) + hidden
-        t_tokens = self.to_time_tokens(t_hidden).unflatten(-1, (2, -1)).expand(2, -1, -1)
+        t_tokens = self.to_time_tokens(t_hidden).reshape(1, 2, -1).expand(2, -1, -1)
         memory = self.norm_cond(torch.cat((tokens, t_tokens), dim=-2))
         for layer in self.seqTransDecoder.stack:
             h = layer(h, memory, t)
-        out = self.final_layer(h)
+        out: torch.Tensor = self.final_layer(h)
         unconditional, conditional = out[0:1], out[1:2]
         return unconditional + (conditional - unconditional) * guidance_scale

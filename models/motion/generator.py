@@ -19,7 +19,7 @@ Controls applied after sampling (numpy, per frame; the model conditions take the
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -122,6 +122,35 @@ class MotionGenerator:
         self.ditto = ditto
         self.ditto_features = ditto_features
         self.joyvasa = joyvasa
+        self._ditto_samplers: dict[tuple[int | None, float | None], DittoSampler] = {}
+
+    def _ditto_sampler(self, options: MotionOptions) -> DittoSampler:
+        # The options' steps / guidance on the shared denoiser (one schedule per setting).
+        if self.ditto is None:
+            raise ValueError("this generator has no Ditto model")
+        key = (options.steps, options.guidance_scale)
+        if key == (None, None):
+            return self.ditto
+        if key not in self._ditto_samplers:
+            sampling = self.ditto.sampling
+            sampling = replace(
+                sampling,
+                steps=sampling.steps if options.steps is None else options.steps,
+                guidance_scale=sampling.guidance_scale
+                if options.guidance_scale is None
+                else options.guidance_scale,
+            )
+            self._ditto_samplers[key] = DittoSampler(self.ditto.model, sampling, self.ditto.device)
+        return self._ditto_samplers[key]
+
+    def _joyvasa_sampler(self, options: MotionOptions) -> JoyVASASampler:
+        if self.joyvasa is None:
+            raise ValueError("this generator has no JoyVASA model")
+        if options.guidance_scale is None:
+            return self.joyvasa
+        sampler = self.joyvasa
+        sampling = replace(sampler.sampling, guidance_scale=options.guidance_scale)
+        return JoyVASASampler(sampler.model, sampler.template, sampler.encode_audio, sampling, sampler.device)
 
     def start(
         self, num_samples: int, num_frames: int, portrait: PortraitMotion, options: MotionOptions, seed: int
@@ -132,13 +161,11 @@ class MotionGenerator:
         seed = options.seed if options.seed is not None else seed
         state: DittoState | JoyVASAState
         if options.motion_model == "ditto":
-            if self.ditto is None:
-                raise ValueError("this generator has no Ditto model")
-            state = self.ditto.start(source_motion_vector(portrait.kp_info), num_frames, seed)
+            state = self._ditto_sampler(options).start(
+                source_motion_vector(portrait.kp_info), num_frames, seed
+            )
         else:
-            if self.joyvasa is None:
-                raise ValueError("this generator has no JoyVASA model")
-            state = self.joyvasa.start(num_samples, seed)
+            state = self._joyvasa_sampler(options).start(num_samples, seed)
         carry = state.to_carry()
         carry.meta.update(job_frames=num_frames, returned=0, num_samples=num_samples)
         return carry
@@ -192,12 +219,13 @@ class MotionGenerator:
     ) -> tuple[MotionSequence | None, ChunkCarry]:
         meta = {k: carry.meta[k] for k in ("job_frames", "returned", "num_samples")}
         if options.motion_model == "ditto":
-            assert self.ditto is not None and self.ditto_features is not None
+            assert self.ditto_features is not None
+            ditto = self._ditto_sampler(options)
             state = DittoState.from_carry(carry)
             if state.emitted >= state.num_frames:
                 return None, carry
             features = self.ditto_features(read_audio, int(meta["num_samples"]))
-            cfg = self.ditto.config
+            cfg = ditto.config
             probs = emotion_probs(options.emotion_index, options.emotion_strength)
             eye_open = (
                 portrait.eye_open if options.eye_open is None else np.full(2, options.eye_open, np.float32)
@@ -210,15 +238,15 @@ class MotionGenerator:
                 audio = features.rows(int(index[0]), int(index[-1]) + 1)[index - index[0]]
                 return condition_rows(audio, cfg, probs, eye_open, portrait.eye_ball, kp)
 
-            frames, state = self.ditto.step(state, read_cond)
+            frames, state = ditto.step(state, read_cond)
             produced = MotionSequence(**motion_to_kp_info(frames))
             new = state.to_carry()
         else:
-            assert self.joyvasa is not None
+            joyvasa = self._joyvasa_sampler(options)
             jstate = JoyVASAState.from_carry(carry)
-            if jstate.window >= self.joyvasa.plan(jstate.num_samples).num_windows:
+            if jstate.window >= joyvasa.plan(jstate.num_samples).num_windows:
                 return None, carry
-            parts, _, jstate = self.joyvasa.step(jstate, read_audio)
+            parts, _, jstate = joyvasa.step(jstate, read_audio)
             parts["exp"] = parts["exp"].reshape(-1, 21, 3)
             produced = MotionSequence(**{k: parts[k].astype(np.float32) for k in FIELDS})
             new = jstate.to_carry()

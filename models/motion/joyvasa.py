@@ -293,7 +293,6 @@ class JoyVASASampler:
             raise ValueError(f"num_samples={num_samples} must be >= 1")
         generator = torch.Generator(device="cpu").manual_seed(seed)
         self._initial_noise(generator)
-        cfg = self.config
         return JoyVASAState(
             seed=seed,
             generator=generator_state(generator),

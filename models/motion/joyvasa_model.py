@@ -76,6 +76,8 @@ def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
 
 
 class PositionTable(nn.Module):
+    pe: torch.Tensor
+
     def __init__(self, length: int, dim: int) -> None:
         super().__init__()
         self.register_buffer("pe", sinusoidal_table(length, dim))
@@ -99,7 +101,8 @@ class DecoderLayer(nn.Module):
         x = self.norm2(
             x + self.multihead_attn(x, memory, memory, attn_mask=memory_mask, need_weights=False)[0]
         )
-        return self.norm3(x + self.linear2(F.gelu(self.linear1(x))))
+        out: torch.Tensor = self.norm3(x + self.linear2(F.gelu(self.linear1(x))))
+        return out
 
 
 class TransformerDecoder(nn.Module):
@@ -110,6 +113,8 @@ class TransformerDecoder(nn.Module):
 
 class DenoisingNetwork(nn.Module):
     """Predicts the clean motion of the previous and current frames."""
+
+    alignment_mask: torch.Tensor
 
     def __init__(self, config: JoyVASAConfig) -> None:
         super().__init__()
@@ -151,16 +156,14 @@ class DenoisingNetwork(nn.Module):
         Returns:
             (B, n_prev_motions + n_motions, motion_dim) predicted clean motion.
         """
-        te: torch.Tensor = self.TE.pe
-        pe: torch.Tensor = self.PE.pe
-        step_embedding = self.diff_step_map(te[0, step]).unsqueeze(1)
+        step_embedding = self.diff_step_map(self.TE.pe[0, step]).unsqueeze(1)
         h = self.feature_proj(torch.cat([prev_motion, motion], dim=1))
-        h = h + pe[:, : h.shape[1], :] + step_embedding
+        h = h + self.PE.pe[:, : h.shape[1], :] + step_embedding
         memory = torch.cat([prev_audio_feat, audio_feat], dim=1)
-        mask: torch.Tensor = self.alignment_mask
         for layer in self.transformer.layers:
-            h = layer(h, memory, mask)
-        return self.motion_dec(h)  # type: ignore[no-any-return]
+            h = layer(h, memory, self.alignment_mask)
+        out: torch.Tensor = self.motion_dec(h)
+        return out
 
 
 def _schedule(num_steps: int, s: float) -> tuple[torch.Tensor, ...]:
@@ -183,6 +186,12 @@ def _schedule(num_steps: int, s: float) -> tuple[torch.Tensor, ...]:
 
 class DiffusionSchedule(nn.Module):
     """The reference's cosine schedule with a padded ``beta_0 = 0`` (float32, computed as it does)."""
+
+    betas: torch.Tensor
+    alphas: torch.Tensor
+    alpha_bars: torch.Tensor
+    sigmas_flex: torch.Tensor
+    sigmas_inflex: torch.Tensor
 
     def __init__(self, num_steps: int, s: float = 0.008) -> None:
         super().__init__()
@@ -228,4 +237,5 @@ class JoyVASAGenerator(nn.Module):
         resampled = F.interpolate(
             hidden_states.transpose(1, 2), size=self.config.n_motions, align_corners=False, mode="linear"
         )
-        return self.audio_feature_map(resampled.transpose(1, 2))  # type: ignore[no-any-return]
+        mapped: torch.Tensor = self.audio_feature_map(resampled.transpose(1, 2))
+        return mapped

@@ -23,12 +23,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-try:  # the engine seam's base class, once it is on main
-    from models.options import EngineOptions as _Base  # type: ignore[import-not-found,unused-ignore]
-except ImportError:  # pragma: no cover - until then a plain strict model
 
-    class _Base(BaseModel):  # type: ignore[no-redef]
-        model_config = ConfigDict(extra="forbid", frozen=True)
+class _Base(BaseModel):
+    # Until the engine seam's `models.options.EngineOptions` is on main: the same strictness.
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 EMOTION_NAMES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise", "contempt")

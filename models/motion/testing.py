@@ -79,7 +79,8 @@ def tiny_hubert(hidden_size: int, seed: int = 0) -> Any:
         do_stable_layer_norm=False,
         vocab_size=8,
     )
-    return HubertModel(config).eval()
+    model: Any = HubertModel(config)
+    return model.eval()
 
 
 def write_joyvasa_layout(root: Path, config: JoyVASAConfig | None = None, seed: int = 0) -> JoyVASAConfig:
