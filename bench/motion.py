@@ -1,0 +1,175 @@
+"""Audio -> motion speed and memory: motion frames/s and peak memory per generator, size and length.
+
+Each (model, size, seconds) runs in its own subprocess so that its peak memory is its own. Weights
+are random (the cost does not depend on their values): ``full`` is the published architecture (Ditto
+LMDM 265/80/512x8, 50 DDIM steps; JoyVASA 70/100+10/512x8 with all 500 diffusion steps and a
+chinese-hubert-base-sized HuBERT), ``tiny`` the test configs. Frames are produced chunk by chunk
+(2 s, every carry through ``to_bytes``/``from_bytes``) as a worker would. Ditto's HuBERT is ONNX only
+and not timed here (a stand-in session with its shapes replaces it); JoyVASA's HuBERT is included.
+
+Usage:
+    python -m bench.motion [--models ditto,joyvasa] [--sizes tiny,full] [--seconds 10,60]
+                           [--device cpu|cuda] [--dtype fp32|bf16|fp16] [--threads 2] [--steps N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from typing import Any
+
+from bench.machine import cpu_model
+
+FPS = 25
+CHUNK_FRAMES = 50
+
+
+def build(model: str, size: str, device: str, dtype_name: str, steps: int | None) -> Any:
+    """A `MotionGenerator` with random weights of the requested architecture."""
+    import torch
+
+    from models.motion.audio import DittoAudioFeatures, JoyVASAHubert
+    from models.motion.ditto import DittoSampler, DittoSampling
+    from models.motion.ditto_model import DITTO_V04, DittoDenoiser, tiny_ditto_config
+    from models.motion.generator import MotionGenerator
+    from models.motion.joyvasa import JoyVASASampler, MotionTemplate
+    from models.motion.joyvasa_model import JOYVASA_HUBERT_ZH, JoyVASAGenerator, tiny_joyvasa_config
+    from models.motion.testing import FakeDittoHubert, tiny_hubert
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
+    torch.manual_seed(0)
+    if model == "ditto":
+        config = DITTO_V04 if size == "full" else tiny_ditto_config()
+        denoiser = DittoDenoiser(config).eval().requires_grad_(False).to(device=device, dtype=dtype)
+        sampling = DittoSampling() if size == "full" else DittoSampling(steps=4, overlap=4)
+        if steps is not None:
+            sampling = DittoSampling(steps=steps, overlap=sampling.overlap)
+        fake = FakeDittoHubert()
+        return MotionGenerator(
+            ditto=DittoSampler(denoiser, sampling, device),
+            ditto_features=lambda read, n: DittoAudioFeatures(fake, read, n),
+        )
+    jconfig = JOYVASA_HUBERT_ZH if size == "full" else tiny_joyvasa_config()
+    if steps is not None:
+        from dataclasses import replace
+
+        jconfig = replace(jconfig, n_diff_steps=steps)
+    generator = JoyVASAGenerator(jconfig).eval().requires_grad_(False).to(device=device, dtype=dtype)
+    generator.diffusion_sched.to(dtype=torch.float32)
+    if size == "full":
+        from transformers import HubertConfig, HubertModel
+
+        hubert: Any = HubertModel(HubertConfig()).eval()
+    else:
+        hubert = tiny_hubert(jconfig.audio_dim)
+    hubert = hubert.to(device=device, dtype=dtype)
+    import numpy as np
+
+    arrays = {}
+    for name, n in (("exp", 63), ("scale", 1), ("t", 3), ("pitch", 1), ("yaw", 1), ("roll", 1)):
+        arrays[f"min_{name}"], arrays[f"max_{name}"] = np.zeros(n, np.float32), np.ones(n, np.float32)
+        arrays[f"mean_{name}"], arrays[f"std_{name}"] = np.zeros(n, np.float32), np.ones(n, np.float32)
+    return MotionGenerator(
+        joyvasa=JoyVASASampler(
+            generator, MotionTemplate(arrays), JoyVASAHubert(hubert, 2 * jconfig.n_motions), device=device
+        )
+    )
+
+
+def measure(
+    model: str, size: str, seconds: float, device: str, dtype: str, steps: int | None
+) -> dict[str, float]:
+    """Generates `seconds` of motion from a synthetic tone; returns timings and peak memory."""
+    import numpy as np
+    import torch
+
+    from models.engine import ChunkCarry
+    from models.motion.options import MotionOptions
+    from models.motion.testing import portrait_motion
+
+    generator = build(model, size, device, dtype, steps)
+    portrait = portrait_motion()
+    options = MotionOptions(motion_model=model)  # type: ignore[arg-type]
+    samples = int(seconds * 16000)
+    t = np.arange(samples) / 16000
+    audio = (0.3 * np.sin(2 * np.pi * 180 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+    frames = int(np.ceil(seconds * FPS))
+
+    def read(a: int, b: int) -> Any:
+        return audio[a:b]
+
+    # warm-up: one chunk of a short job (kernels, allocator)
+    warm = generator.start(16000, FPS, portrait, options, seed=0)
+    generator.next_frames(warm, FPS, read, portrait, options)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    carry = generator.start(samples, frames, portrait, options, seed=0)
+    done = 0
+    while done < frames:
+        count = min(CHUNK_FRAMES, frames - done)
+        carry = ChunkCarry.from_bytes(carry.to_bytes())
+        _, carry = generator.next_frames(carry, count, read, portrait, options)
+        done += count
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - started
+    peak_mb = (
+        torch.cuda.max_memory_allocated() / 2**20
+        if device.startswith("cuda")
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )
+    return {"frames": frames, "seconds_s": elapsed, "fps": frames / elapsed, "peak_mb": peak_mb}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models", default="ditto,joyvasa")
+    parser.add_argument("--sizes", default="tiny,full")
+    parser.add_argument("--seconds", default="10,60")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=None, help="Ditto DDIM steps / JoyVASA diffusion steps")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # model,size,seconds: run in this process
+    args = parser.parse_args()
+    if args.one:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        model, size, seconds = args.one.split(",")
+        print(json.dumps(measure(model, size, float(seconds), args.device, args.dtype, args.steps)))
+        return
+    print(f"machine: {cpu_model()}, {args.threads} threads, device {args.device}, {args.dtype}")
+    print(
+        f"{'model':8} {'size':5} {'audio s':>7} {'frames':>7} {'time s':>8} {'frames/s':>9} {'x real time':>11} {'peak MB':>8}"
+    )
+    for model in args.models.split(","):
+        for size in args.sizes.split(","):
+            for seconds in args.seconds.split(","):
+                command = [sys.executable, "-m", "bench.motion", "--one", f"{model},{size},{seconds}"]
+                command += ["--device", args.device, "--dtype", args.dtype, "--threads", str(args.threads)]
+                if args.steps is not None:
+                    command += ["--steps", str(args.steps)]
+                env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+                done = subprocess.run(command, capture_output=True, text=True, env=env)
+                if done.returncode != 0:
+                    print(f"{model:8} {size:5} {seconds:>7} failed: {done.stderr.strip().splitlines()[-1:]}")
+                    continue
+                r = json.loads(done.stdout.strip().splitlines()[-1])
+                print(
+                    f"{model:8} {size:5} {float(seconds):7.0f} {r['frames']:7.0f} {r['seconds_s']:8.2f} "
+                    f"{r['fps']:9.1f} {r['fps'] / FPS:11.2f} {r['peak_mb']:8.0f}"
+                )
+
+
+if __name__ == "__main__":
+    main()
