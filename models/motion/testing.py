@@ -151,3 +151,74 @@ def portrait_motion(seed: int = 0) -> Any:
     return PortraitMotion(
         kp_info, np.array([0.3, 0.31], np.float32), (rng.randn(6) * 0.05).astype(np.float32)
     )
+
+
+def _varint(value: int) -> bytes:
+    value &= (1 << 64) - 1  # protobuf int64: two's complement
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _field(number: int, value: int | bytes | str) -> bytes:
+    if isinstance(value, int):
+        return _varint(number << 3) + _varint(value)
+    data = value.encode() if isinstance(value, str) else value
+    return _varint(number << 3 | 2) + _varint(len(data)) + data
+
+
+def _tensor(name: str, array: npt.NDArray[Any]) -> bytes:
+    data_type = {np.dtype(np.float32): 1, np.dtype(np.int64): 7}[array.dtype]
+    dims = b"".join(_field(1, int(d)) for d in array.shape)
+    return dims + _field(2, data_type) + _field(8, name) + _field(9, np.ascontiguousarray(array).tobytes())
+
+
+def _value_info(name: str, shape: tuple[int, ...]) -> bytes:
+    dims = b"".join(_field(1, _field(1, d)) for d in shape)
+    return _field(1, name) + _field(2, _field(1, _field(1, 1) + _field(2, dims)))
+
+
+def _ints(name: str, values: list[int]) -> bytes:
+    # AttributeProto: name, ints (unpacked), type INTS (7)
+    return _field(5, _field(1, name) + b"".join(_field(8, v) for v in values) + _field(20, 7))
+
+
+def _node(op: str, inputs: list[str], outputs: list[str], attributes: bytes = b"") -> bytes:
+    return (
+        b"".join(_field(1, i) for i in inputs)
+        + b"".join(_field(2, o) for o in outputs)
+        + _field(4, op)
+        + attributes
+    )
+
+
+def write_tiny_ditto_hubert_onnx(path: Path, seed: int = 0) -> npt.NDArray[np.float32]:
+    """An ONNX file with the interface of Ditto's HuBERT (``input_values`` (1, 6480) ->
+    ``encoding_out`` (20, 1024)): one strided conv (kernel 400, hop 320), written as raw protobuf
+    (no onnx package needed). Returns the conv weight (1024, 400) for checking."""
+    weight = (np.random.RandomState(seed).randn(1024, 1, 400) * 0.05).astype(np.float32)
+    nodes = [
+        _node("Reshape", ["input_values", "shape_in"], ["audio_3d"]),
+        _node(
+            "Conv", ["audio_3d", "weight"], ["conv"], _ints("strides", [320]) + _ints("kernel_shape", [400])
+        ),
+        _node("Reshape", ["conv", "shape_out"], ["channels_time"]),
+        _node("Transpose", ["channels_time"], ["encoding_out"], _ints("perm", [1, 0])),
+    ]
+    graph = b"".join(_field(1, n) for n in nodes) + _field(2, "tiny_ditto_hubert")
+    graph += _field(5, _tensor("shape_in", np.array([1, 1, 6480], np.int64)))
+    graph += _field(5, _tensor("weight", weight))
+    graph += _field(5, _tensor("shape_out", np.array([1024, 20], np.int64)))
+    graph += _field(11, _value_info("input_values", (1, 6480))) + _field(
+        12, _value_info("encoding_out", (20, 1024))
+    )
+    model = (
+        _field(1, 8) + _field(2, "parla-tests") + _field(7, graph) + _field(8, _field(1, "") + _field(2, 17))
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(model)
+    return weight[:, 0, :]

@@ -78,3 +78,15 @@ def test_ditto_onnx_session(tmp_path: Path) -> None:
         open_ditto_hubert(tmp_path)
     if importlib.util.find_spec("onnxruntime") is None:
         pytest.skip("onnxruntime is not installed: the real ONNX session cannot be opened here")
+    from models.motion.audio import DITTO_HUBERT_PATH
+    from models.motion.testing import write_tiny_ditto_hubert_onnx
+
+    weight = write_tiny_ditto_hubert_onnx(tmp_path / DITTO_HUBERT_PATH)
+    session = open_ditto_hubert(tmp_path, device="cpu")
+    audio = np.random.RandomState(1).randn(8000).astype(np.float32)
+    rows = DittoAudioFeatures(session, lambda a, b: audio[a:b], audio.size).rows(0, 13)
+    padded = np.concatenate([np.zeros(2000, np.float32), audio, np.zeros(6480, np.float32)])
+    chunk = padded[3200 : 3200 + 6480]
+    encoding = np.stack([weight @ chunk[i * 320 : i * 320 + 400] for i in range(20)])
+    expected = encoding[-14:-4].reshape(5, 2, 1024).mean(1)
+    np.testing.assert_allclose(rows[5:10], expected, rtol=1e-4, atol=1e-5)
