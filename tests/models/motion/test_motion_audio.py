@@ -90,3 +90,22 @@ def test_ditto_onnx_session(tmp_path: Path) -> None:
     encoding = np.stack([weight @ chunk[i * 320 : i * 320 + 400] for i in range(20)])
     expected = encoding[-14:-4].reshape(5, 2, 1024).mean(1)
     np.testing.assert_allclose(rows[5:10], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_eye_attributes() -> None:
+    from models.motion.eyes import eye_attributes
+
+    lmk = np.zeros((478, 3), np.float32)
+    # left eye: corners 0.1 apart on x, lids 0.03 apart, iris at the centre -> open 0.9, no move
+    lmk[33], lmk[133] = (0.30, 0.4, 0), (0.40, 0.4, 0)
+    for low, up in ((145, 159), (144, 160), (153, 158)):
+        lmk[low], lmk[up] = (0.35, 0.415, 0), (0.35, 0.385, 0)
+    lmk[468] = (0.35, 0.4, 0)
+    lmk[263], lmk[362] = (0.70, 0.4, 0), (0.60, 0.4, 0)
+    lmk[473] = (0.65, 0.41, 0)  # right iris 0.01 below its centre
+    eye_open, eye_ball = eye_attributes(lmk)
+    assert eye_open[0] == pytest.approx(0.9, rel=1e-5) and eye_open[1] == pytest.approx(0.0)
+    assert eye_ball.shape == (6,) and eye_ball[0] == pytest.approx(0.0, abs=1e-6)
+    assert eye_ball[3] > 0  # right eye y offset (pairs per axis: xL, xR, yL, yR, zL, zR)
+    with pytest.raises(ValueError, match="478"):
+        eye_attributes(np.zeros((468, 3), np.float32))
