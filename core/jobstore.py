@@ -327,7 +327,7 @@ class JobStore:
                         key, ["record", "progress", "token", "tenant", "lease_until"]
                     )
                     if raw is None:
-                        pipe.unwatch()  # type: ignore[no-untyped-call]
+                        pipe.unwatch()
                         return None
                     job = Job.model_validate_json(raw)
                     job.progress = Progress.model_validate_json(progress) if progress else Progress()
@@ -337,9 +337,9 @@ class JobStore:
                         "lease_until": _text(lease_until or b"0"),
                     }
                     if not change(job, fields):
-                        pipe.unwatch()  # type: ignore[no-untyped-call]
+                        pipe.unwatch()
                         return None
-                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.multi()
                     pipe.hset(
                         key,
                         mapping={
@@ -364,7 +364,7 @@ class JobStore:
                     if time.monotonic() > deadline:
                         raise
                     log.warning("job %s: Redis unreachable during a state change; retrying", job_id)
-                    pipe.reset()  # type: ignore[no-untyped-call]
+                    pipe.reset()
                     time.sleep(wait)
                     wait = min(2.0, wait * 2)
 
