@@ -94,7 +94,7 @@ def measure(
 
     generator = build(model, size, device, dtype, steps)
     portrait = portrait_motion()
-    options = MotionOptions(motion_model=model)  # type: ignore[arg-type]
+    options = MotionOptions.model_validate({"motion_model": model})
     samples = int(seconds * 16000)
     t = np.arange(samples) / 16000
     audio = (0.3 * np.sin(2 * np.pi * 180 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)

@@ -23,7 +23,7 @@ import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 
-from models.errors import WeightsError
+from core.errors import WeightsError
 from models.sd.checkpoint import check_keys
 
 FloatArray = npt.NDArray[np.float32]

@@ -19,7 +19,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from models.errors import WeightsError
+from core.errors import WeightsError
 from models.sd.checkpoint import assign, check_keys
 
 # (module, name) pairs a plain-data pickle may reference: numpy arrays, scalars and dtypes.

@@ -29,8 +29,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from core.errors import WeightsError
 from models.engine import ChunkCarry
-from models.errors import WeightsError
 from models.motion.common import generator_state, load_checked, read_plain_pickle, restore_generator
 from models.motion.ditto_model import DITTO_V04, DittoConfig, DittoDenoiser
 from models.sd.checkpoint import build_on_meta, read_bin

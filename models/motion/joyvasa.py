@@ -33,8 +33,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from core.errors import WeightsError
 from models.engine import ChunkCarry
-from models.errors import WeightsError
 from models.motion.common import generator_state, load_checked, read_plain_pickle, restore_generator
 from models.motion.joyvasa_model import (
     JOYVASA_HUBERT_ZH,

@@ -21,20 +21,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-
-class _Base(BaseModel):
-    # Until the engine seam's `models.options.EngineOptions` is on main: the same strictness.
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+from models.options import EngineOptions
 
 EMOTION_NAMES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise", "contempt")
 Emotion = Literal["auto", "angry", "disgust", "fear", "happy", "neutral", "sad", "surprise", "contempt"]
 DITTO_DEFAULT_EMOTION = "neutral"  # the reference's emo=4
 
 
-class MotionOptions(_Base):
+class MotionOptions(EngineOptions):
     """Controls of the generated motion (see the module docstring's table)."""
 
     motion_model: Literal["ditto", "joyvasa"] = Field("ditto", description="Audio -> motion generator.")

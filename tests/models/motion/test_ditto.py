@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from core.errors import WeightsError
 from models.engine import ChunkCarry
-from models.errors import WeightsError
 from models.motion.ditto import (
     CFG_PATH,
     LMDM_PATH,

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from core.errors import WeightsError
 from models.engine import ChunkCarry
-from models.errors import WeightsError
 from models.motion.audio import JoyVASAHubert, load_joyvasa_hubert
 from models.motion.joyvasa import (
     GENERATOR_PATH,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.errors import WeightsError
+from core.errors import WeightsError
 from models.motion.audio import (
     DittoAudioFeatures,
     JoyVASAHubert,
