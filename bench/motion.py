@@ -148,7 +148,7 @@ def main() -> None:
         model, size, seconds = args.one.split(",")
         print(json.dumps(measure(model, size, float(seconds), args.device, args.dtype, args.steps)))
         return
-    print(f"machine: {cpu_model()}, {args.threads} threads, device {args.device}, {args.dtype}")
+    print(f"machine: {cpu_model()}, {args.threads} threads, device {args.device}, {args.dtype}", flush=True)
     print(
         f"{'model':8} {'size':5} {'audio s':>7} {'frames':>7} {'time s':>8} {'frames/s':>9} {'x real time':>11} {'peak MB':>8}"
     )
@@ -162,12 +162,13 @@ def main() -> None:
                 env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
                 done = subprocess.run(command, capture_output=True, text=True, env=env)
                 if done.returncode != 0:
-                    print(f"{model:8} {size:5} {seconds:>7} failed: {done.stderr.strip().splitlines()[-1:]}")
+                    print(f"{model:8} {size:5} {seconds:>7} failed: {done.stderr.strip().splitlines()[-1:]}", flush=True)
                     continue
                 r = json.loads(done.stdout.strip().splitlines()[-1])
                 print(
                     f"{model:8} {size:5} {float(seconds):7.0f} {r['frames']:7.0f} {r['seconds_s']:8.2f} "
-                    f"{r['fps']:9.1f} {r['fps'] / FPS:11.2f} {r['peak_mb']:8.0f}"
+                    f"{r['fps']:9.1f} {r['fps'] / FPS:11.2f} {r['peak_mb']:8.0f}",
+                    flush=True,
                 )
 
 
