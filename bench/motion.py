@@ -110,6 +110,7 @@ def measure(
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
+    cpu_started = _cpu_seconds()
     carry = generator.start(samples, frames, portrait, options, seed=0)
     done = 0
     while done < frames:
@@ -120,12 +121,19 @@ def measure(
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - started
+    cpu = _cpu_seconds() - cpu_started
     peak_mb = (
         torch.cuda.max_memory_allocated() / 2**20
         if device.startswith("cuda")
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     )
-    return {"frames": frames, "seconds_s": elapsed, "fps": frames / elapsed, "peak_mb": peak_mb}
+    return {"frames": frames, "seconds_s": elapsed, "cpu_s": cpu, "fps": frames / elapsed, "peak_mb": peak_mb}
+
+
+def _cpu_seconds() -> float:
+    # All threads of this process: on a shared machine frames per CPU second is the steadier figure.
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -150,7 +158,7 @@ def main() -> None:
         return
     print(f"machine: {cpu_model()}, {args.threads} threads, device {args.device}, {args.dtype}", flush=True)
     print(
-        f"{'model':8} {'size':5} {'audio s':>7} {'frames':>7} {'time s':>8} {'frames/s':>9} {'x real time':>11} {'peak MB':>8}"
+        f"{'model':8} {'size':5} {'audio s':>7} {'frames':>7} {'time s':>8} {'cpu s':>8} {'frames/s':>9} {'x real time':>11} {'peak MB':>8}"
     )
     for model in args.models.split(","):
         for size in args.sizes.split(","):
@@ -162,11 +170,14 @@ def main() -> None:
                 env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
                 done = subprocess.run(command, capture_output=True, text=True, env=env)
                 if done.returncode != 0:
-                    print(f"{model:8} {size:5} {seconds:>7} failed: {done.stderr.strip().splitlines()[-1:]}", flush=True)
+                    print(
+                        f"{model:8} {size:5} {seconds:>7} failed: {done.stderr.strip().splitlines()[-1:]}",
+                        flush=True,
+                    )
                     continue
                 r = json.loads(done.stdout.strip().splitlines()[-1])
                 print(
-                    f"{model:8} {size:5} {float(seconds):7.0f} {r['frames']:7.0f} {r['seconds_s']:8.2f} "
+                    f"{model:8} {size:5} {float(seconds):7.0f} {r['frames']:7.0f} {r['seconds_s']:8.2f} {r['cpu_s']:8.2f} "
                     f"{r['fps']:9.1f} {r['fps'] / FPS:11.2f} {r['peak_mb']:8.0f}",
                     flush=True,
                 )
