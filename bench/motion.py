@@ -10,6 +10,8 @@ and not timed here (a stand-in session with its shapes replaces it); JoyVASA's H
 Usage:
     python -m bench.motion [--models ditto,joyvasa] [--sizes tiny,full] [--seconds 10,60]
                            [--device cpu|cuda] [--dtype fp32|bf16|fp16] [--threads 2] [--steps N]
+                           [--weights-dir DIR]   # the published files instead of random weights
+    python -m bench.motion --emotion-effect --weights-dir DIR [--audio speech.wav] [--seconds 10]
 """
 
 from __future__ import annotations
@@ -27,6 +29,76 @@ from bench.machine import cpu_model
 
 FPS = 25
 CHUNK_FRAMES = 50
+
+
+def build_published(model: str, weights_dir: str, device: str, dtype_name: str) -> Any:
+    """A `MotionGenerator` from the published files in `weights_dir` (see docs/motion.md)."""
+    from pathlib import Path
+
+    import torch
+
+    from models.motion.audio import DittoAudioFeatures, JoyVASAHubert, load_joyvasa_hubert, open_ditto_hubert
+    from models.motion.ditto import DittoSampler, load_ditto
+    from models.motion.generator import MotionGenerator
+    from models.motion.joyvasa import HUBERT_DIR, JoyVASASampler, load_joyvasa
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
+    root = Path(weights_dir)
+    if model == "ditto":
+        denoiser, sampling = load_ditto(root, device=device, dtype=dtype)
+        session = open_ditto_hubert(root, device)
+        return MotionGenerator(
+            ditto=DittoSampler(denoiser, sampling, device),
+            ditto_features=lambda read, n: DittoAudioFeatures(session, read, n),
+        )
+    generator, template, hubert_state = load_joyvasa(root, device=device, dtype=dtype)
+    hubert = load_joyvasa_hubert(root / HUBERT_DIR, hubert_state, device=device, dtype=dtype)
+    encoder = JoyVASAHubert(hubert, 2 * generator.config.n_motions)
+    return MotionGenerator(joyvasa=JoyVASASampler(generator, template, encoder, device=device))
+
+
+def emotion_effect(generator: Any, seconds: float, audio_path: str | None) -> None:
+    """Prints how far each Ditto emotion moves the motion from ``neutral`` (same audio and seed)."""
+    import numpy as np
+
+    from models.motion.options import EMOTION_NAMES, MotionOptions
+    from models.motion.testing import portrait_motion
+
+    audio = _speech(seconds) if audio_path is None else _load(audio_path)
+    frames = int(np.ceil(audio.size / 16000 * FPS))
+    portrait = portrait_motion()
+
+    def run(emotion: str) -> Any:
+        options = MotionOptions.model_validate({"motion_model": "ditto", "emotion": emotion})
+        carry = generator.start(audio.size, frames, portrait, options, seed=0)
+        return generator.next_frames(carry, frames, lambda a, b: audio[a:b], portrait, options)[0]
+
+    neutral = run("neutral")
+    lips = [6, 12, 14, 17, 19, 20]
+    print(f"{'emotion':9} {'lip exp':>9} {'other exp':>9} {'pose deg':>9} {'t':>9}  (mean |x - neutral|)")
+    others = [k for k in range(21) if k not in lips]
+    for emotion in EMOTION_NAMES:
+        m = run(emotion)
+        pose = np.mean([np.abs(getattr(m, k) - getattr(neutral, k)).mean() for k in ("pitch", "yaw", "roll")])
+        print(
+            f"{emotion:9} {np.abs(m.exp[:, lips] - neutral.exp[:, lips]).mean():9.5f} "
+            f"{np.abs(m.exp[:, others] - neutral.exp[:, others]).mean():9.5f} {pose:9.4f} "
+            f"{np.abs(m.t - neutral.t).mean():9.5f}",
+            flush=True,
+        )
+
+
+def _speech(seconds: float) -> Any:
+    import numpy as np
+
+    t = np.arange(int(seconds * 16000)) / 16000
+    return (0.3 * np.sin(2 * np.pi * 180 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+
+
+def _load(path: str) -> Any:
+    from models.audio import load_audio
+
+    return load_audio(path)
 
 
 def build(model: str, size: str, device: str, dtype_name: str, steps: int | None) -> Any:
@@ -82,7 +154,13 @@ def build(model: str, size: str, device: str, dtype_name: str, steps: int | None
 
 
 def measure(
-    model: str, size: str, seconds: float, device: str, dtype: str, steps: int | None
+    model: str,
+    size: str,
+    seconds: float,
+    device: str,
+    dtype: str,
+    steps: int | None,
+    weights_dir: str | None = None,
 ) -> dict[str, float]:
     """Generates `seconds` of motion from a synthetic tone; returns timings and peak memory."""
     import numpy as np
@@ -92,12 +170,15 @@ def measure(
     from models.motion.options import MotionOptions
     from models.motion.testing import portrait_motion
 
-    generator = build(model, size, device, dtype, steps)
+    generator = (
+        build_published(model, weights_dir, device, dtype)
+        if weights_dir
+        else build(model, size, device, dtype, steps)
+    )
     portrait = portrait_motion()
     options = MotionOptions.model_validate({"motion_model": model})
-    samples = int(seconds * 16000)
-    t = np.arange(samples) / 16000
-    audio = (0.3 * np.sin(2 * np.pi * 180 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+    audio = _speech(seconds)
+    samples = audio.size
     frames = int(np.ceil(seconds * FPS))
 
     def read(a: int, b: int) -> Any:
@@ -147,14 +228,35 @@ def main() -> None:
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=None, help="Ditto DDIM steps / JoyVASA diffusion steps")
+    parser.add_argument("--weights-dir", help="published files (docs/motion.md) instead of random weights")
+    parser.add_argument(
+        "--emotion-effect",
+        action="store_true",
+        help="Ditto: how much each emotion changes the motion vs neutral",
+    )
+    parser.add_argument("--audio", help="speech file for --emotion-effect (default: a synthetic tone)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # model,size,seconds: run in this process
     args = parser.parse_args()
+    if args.emotion_effect:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        if args.weights_dir:
+            generator = build_published("ditto", args.weights_dir, args.device, args.dtype)
+        else:
+            generator = build("ditto", args.sizes.split(",")[0], args.device, args.dtype, args.steps)
+        emotion_effect(generator, float(args.seconds.split(",")[0]), args.audio)
+        return
     if args.one:
         import torch
 
         torch.set_num_threads(args.threads)
         model, size, seconds = args.one.split(",")
-        print(json.dumps(measure(model, size, float(seconds), args.device, args.dtype, args.steps)))
+        print(
+            json.dumps(
+                measure(model, size, float(seconds), args.device, args.dtype, args.steps, args.weights_dir)
+            )
+        )
         return
     print(f"machine: {cpu_model()}, {args.threads} threads, device {args.device}, {args.dtype}", flush=True)
     print(
@@ -167,6 +269,8 @@ def main() -> None:
                 command += ["--device", args.device, "--dtype", args.dtype, "--threads", str(args.threads)]
                 if args.steps is not None:
                     command += ["--steps", str(args.steps)]
+                if args.weights_dir:
+                    command += ["--weights-dir", args.weights_dir]
                 env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
                 done = subprocess.run(command, capture_output=True, text=True, env=env)
                 if done.returncode != 0:
