@@ -8,7 +8,7 @@ Keys (``prefix`` defaults to ``parla:``):
   ``request_hash``, and the lease of the attempt in flight: ``token`` (the attempt's fencing token),
   ``lease_until`` (Redis server time, ms), ``worker``.
 - ``{prefix}tenant:{tenant}:jobs`` sorted set of job ids by creation time (microseconds).
-- ``{prefix}idem:{tenant}:{key}`` JSON ``{"job_id", "request_hash"}``.
+- ``{prefix}idem:{tenant}:{key}`` JSON ``{"job_id", "request_hash", "bound_at_ms"}`` (Redis time).
 - ``{prefix}leases`` sorted set: running job ids by ``lease_until``; recovery re-queues those past it.
 - ``{prefix}requeued`` sorted set: job ids put back to ``queued`` by recovery, until their queue
   message is sent (a recoverer that dies in between is covered by the next pass).
@@ -101,6 +101,20 @@ end
 return 0
 """
 
+# KEYS: the idempotency key, the job's record. ARGV: job id, age in ms. Deletes the key only while it
+# names that job, the job has no record, and the binding is at least that old (Redis time).
+_RELEASE_STALE_IDEMPOTENT_SCRIPT = """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+local ok, stored = pcall(cjson.decode, raw)
+if not ok or type(stored) ~= 'table' or stored['job_id'] ~= ARGV[1] then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+if now_ms - (tonumber(stored['bound_at_ms']) or 0) < tonumber(ARGV[2]) then return 0 end
+return redis.call('DEL', KEYS[1])
+"""
+
 
 def new_job_id() -> str:
     """Sortable-enough, unguessable job id: ``vid_`` + 20 random base32 characters."""
@@ -128,6 +142,7 @@ class JobStore:
         self._renew = client.register_script(_RENEW_SCRIPT)
         self._fenced_write = client.register_script(_FENCED_WRITE_SCRIPT)
         self._forget_idempotent_script = client.register_script(_FORGET_IDEMPOTENT_SCRIPT)
+        self._release_stale_script = client.register_script(_RELEASE_STALE_IDEMPOTENT_SCRIPT)
 
     def _key(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"
@@ -285,7 +300,8 @@ class JobStore:
     def remember_idempotent(self, tenant: str, key: str, request_hash: str, job_id: str) -> str:
         """Bind ``key`` to ``job_id`` unless a concurrent request bound it first; returns the winner."""
         redis_key = f"{self.prefix}idem:{tenant}:{key}"
-        payload = json.dumps({"job_id": job_id, "request_hash": request_hash})
+        bound_at_ms = _redis_now_ms(self.redis)
+        payload = json.dumps({"job_id": job_id, "request_hash": request_hash, "bound_at_ms": bound_at_ms})
         if self.redis.set(redis_key, payload, nx=True, ex=IDEMPOTENCY_TTL_S):
             return job_id
         winner = self.find_idempotent(tenant, key, request_hash)
@@ -298,6 +314,20 @@ class JobStore:
         concurrent request has bound to its own job. Returns whether the key was removed.
         """
         removed = self._forget_idempotent_script(keys=[f"{self.prefix}idem:{tenant}:{key}"], args=[job_id])
+        return bool(removed)
+
+    def release_stale_idempotent(self, tenant: str, key: str, job_id: str, older_than_s: float) -> bool:
+        """Unbind ``key`` from ``job_id`` when that job was never created and the binding is old.
+
+        A submission binds its key before it stores the job; one whose API process died in between
+        leaves a key bound to a job that will never exist. After ``older_than_s`` (longer than any
+        submission takes) a retry with the key may take it over. Atomic: the key is kept if it
+        names another job, the job exists, or the binding is younger. Returns whether it was removed.
+        """
+        removed = self._release_stale_script(
+            keys=[f"{self.prefix}idem:{tenant}:{key}", self._key(job_id)],
+            args=[job_id, int(older_than_s * 1000)],
+        )
         return bool(removed)
 
     # --- state changes (each atomic: WATCH + MULTI)

@@ -47,6 +47,11 @@ class Settings(BaseSettings):
         3.0, description="Connect and read timeout of the API's Redis calls (an outage is a 503 soon)."
     )
     key_prefix: str = Field("parla:", description="Prefix of every Redis key Parla writes.")
+    idempotency_stale_s: float = Field(
+        300.0,
+        description="An Idempotency-Key bound by a submission that never created its job (its API "
+        "process died) is taken over by a retry after this long, instead of a 409 for 24 h.",
+    )
     job_ttl_s: int = Field(
         7 * 24 * 3600,
         description="How long a finished job is kept: then the worker's recovery deletes its record and files.",
