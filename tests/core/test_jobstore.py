@@ -57,9 +57,9 @@ def test_an_expired_lease_is_reclaimed_and_the_old_attempt_is_fenced_off(store: 
     time.sleep(0.3)
     assert store.expired_leases() == [job.id]
     assert store.reclaim(job.id, max_attempts=3) == "requeue"
-    assert store.get(job.id).status == JobStatus.QUEUED and store.unsent_requeues(0) == [job.id]
+    assert store.get(job.id).status == JobStatus.QUEUED and store.waiting_due() == [(job.id, job.id)]
     second = store.start_attempt(job.id, "w2", lease_s=30)
-    assert second is not None and second.job.attempts == 2 and store.unsent_requeues(0) == []
+    assert second is not None and second.job.attempts == 2 and store.waiting_due() == []
     with pytest.raises(LeaseLost):
         store.renew_lease(job.id, first.token, 30)
     with pytest.raises(LeaseLost):

@@ -46,10 +46,10 @@ class FlakyQueue(JobQueue):
 
     failing = True
 
-    def enqueue(self, job_id: str, engine: str, delivery: int = 0) -> None:
+    def enqueue(self, job_id: str, engine: str, *, first: bool = True) -> str:
         if self.failing:
             raise redis.exceptions.ConnectionError("Error 104 while writing to socket")
-        super().enqueue(job_id, engine, delivery)
+        return super().enqueue(job_id, engine, first=first)
 
 
 @pytest.fixture()
