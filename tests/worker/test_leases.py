@@ -151,7 +151,9 @@ def test_a_job_failed_elsewhere_stops_its_worker_within_one_chunk(
     assert rendered == [0, 1]
     job = jobs.get(job_id)
     assert job.status == JobStatus.FAILED and job.error is not None and job.error.code == "worker_lost"
-    assert job.progress.chunks_done == 1 and not storage.exists(job_key(job_id, "video.mp4"))
+    # Chunk 0 was being stored while chunk 1 rendered (pipelined): its progress is recorded, or
+    # refused when the failure came first; never more, and no video.
+    assert job.progress.chunks_done in (0, 1) and not storage.exists(job_key(job_id, "video.mp4"))
 
 
 def test_a_failing_heartbeat_is_loud_and_gives_the_lease_up(
