@@ -47,6 +47,11 @@ class Settings(BaseSettings):
         3.0, description="Connect and read timeout of the API's Redis calls (an outage is a 503 soon)."
     )
     key_prefix: str = Field("parla:", description="Prefix of every Redis key Parla writes.")
+    idempotency_stale_s: float = Field(
+        300.0,
+        description="An Idempotency-Key bound by a submission that never created its job (its API "
+        "process died) is taken over by a retry after this long, instead of a 409 for 24 h.",
+    )
     job_ttl_s: int = Field(
         7 * 24 * 3600,
         description="How long a finished job is kept: then the worker's recovery deletes its record and files.",
@@ -131,6 +136,11 @@ class Settings(BaseSettings):
         "127.0.0.1", description="Address of the worker's /metrics and /healthz."
     )
     worker_metrics_port: int = Field(9100, description="Port of the worker's /metrics and /healthz (0: off).")
+    pipeline_chunks: bool = Field(
+        True,
+        description="Store each chunk (encode, upload, progress) on a second thread while the next "
+        "one renders; false stores it before the next one renders.",
+    )
     lease_s: int = Field(60, description="A running job whose worker is silent this long is re-queued.")
     heartbeat_s: float = Field(10.0, description="Interval of the worker's heartbeat while a job runs.")
     max_attempts: int = Field(3, description="Runs of one job (first run + resumes after worker loss).")

@@ -10,7 +10,8 @@ The runner (``worker/runner.py``) never knows which model it drives. It calls, i
    the previous chunk returned (``None`` for the first chunk). The runner stores every carry, so a
    resumed job calls ``render_chunk`` for chunk ``k`` with the carry that chunk ``k-1`` returned in
    an earlier process. Rendering in chunks with carries must give the same frames as an
-   uninterrupted run.
+   uninterrupted run. The runner stores chunk ``k`` on another thread while ``k + 1`` renders:
+   the frames returned must not be buffers the engine reuses for the next chunk.
 
 Engines are generic over their prepared state and their options model (``models.options``); the
 registry (``models.registry``) names each engine's options, capabilities and constructor. This

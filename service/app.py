@@ -12,11 +12,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core import __version__
+from core import __version__, redisconn
 from core.errors import InvalidInput, ParlaError, RateLimited, Unauthorized
 from core.jobs import Job
 from core.jobstore import JobStore
@@ -89,19 +87,10 @@ RETRY_AFTER_S = 5
 
 
 def api_redis_client(settings: Settings) -> redis.Redis:
-    """The API's Redis client: short timeouts so that an outage is a 503 within seconds.
-
-    One quick retry on a connection error replaces a pooled connection that went stale when Redis
-    restarted; a timeout is not retried (a hung Redis would only double the wait).
-    """
+    """The API's Redis client (``core.redisconn``'s ``api`` role: an outage is a 503 within seconds)."""
     if not settings.redis_url:
         raise ValueError("settings.redis_url is required (or pass redis_client)")
-    return redis.Redis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=settings.redis_timeout_s,
-        socket_timeout=settings.redis_timeout_s,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.1), 1, (redis.exceptions.ConnectionError,)),
-    )
+    return redisconn.redis_client(settings.redis_url, "api", timeout_s=settings.redis_timeout_s)
 
 
 class ParlaAPI(FastAPI):

@@ -49,3 +49,13 @@ def s3_server() -> Iterator[dict[str, Any]]:
         }
     finally:
         server.stop()
+
+
+@pytest.fixture()
+def outside_attempts(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
+    """Fails the test if it tried to connect anywhere but loopback (``tests.loopback``); the attempts."""
+    from tests.loopback import forbid_outside_connections
+
+    attempts = forbid_outside_connections(monkeypatch)
+    yield attempts
+    assert attempts == [], f"connections outside loopback were attempted: {attempts}"

@@ -193,6 +193,7 @@ def run_worker(settings: Settings, burst: bool = False) -> None:
             lease_s=settings.lease_s,
             heartbeat_s=settings.heartbeat_s,
             limits=InputLimits.from_settings(settings),
+            pipelined=settings.pipeline_chunks,
         )
     )
     device = resolve_device(settings.device)

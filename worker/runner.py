@@ -1,8 +1,14 @@
 """The chunk runner: renders one job chunk by chunk, checkpointing after every chunk.
 
 After each chunk its video segment and the engine's ``ChunkCarry`` are stored before progress is
-recorded, so a job whose worker dies resumes after its last recorded chunk and renders at most one
-chunk twice. Only one chunk of frames is alive at a time.
+recorded, so a job whose worker dies resumes after its last recorded chunk.
+
+Pipelined (the default): while the engine renders chunk ``k + 1``, a second thread (``ChunkSink``)
+encodes chunk ``k``, stores its segment and carry, records progress and sends the progress event,
+in chunk order, so the GPU does not wait for the encoder, the storage or Redis. The hand-over holds
+one chunk: at most two chunks of frames are alive (the one being stored, the one just rendered),
+and a worker that dies loses at most those two (rendered again on resume). An error of the sink
+(storage down, lease lost) stops the rendering before the next chunk, as it would serially.
 
 Every attempt runs under a lease (``worker.lease.LeaseKeeper``) and writes with its fencing token,
 so an attempt that lost its job (lease ran out, re-assigned, failed or canceled elsewhere) stops
@@ -14,8 +20,10 @@ from its last checkpoint; anything else fails it as ``engine_error``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from core.errors import InvalidInput, NotFound, ParlaError
 from core.jobs import Job, JobError, JobStatus, Progress, RenderOptions, VideoResult
@@ -91,6 +100,8 @@ class ChunkRunner:
         lease_s: lease of an attempt; renewed every ``heartbeat_s``.
         heartbeat_s: lease renewal interval.
         limits: the deployment's input limits (``InputLimits.from_settings``, as the API checks them).
+        pipelined: store chunk ``k`` on a second thread while chunk ``k + 1`` renders (see above);
+            False stores each chunk before the next one renders.
     """
 
     def __init__(
@@ -104,6 +115,7 @@ class ChunkRunner:
         lease_s: float = 60.0,
         heartbeat_s: float = 10.0,
         limits: InputLimits | None = None,
+        pipelined: bool = True,
     ) -> None:
         self.engine = engine
         self.jobs = jobs
@@ -113,6 +125,7 @@ class ChunkRunner:
         self.lease_s = lease_s
         self.heartbeat_s = heartbeat_s
         self.limits = limits or InputLimits()
+        self.pipelined = pipelined
 
     @contextmanager
     def _stage(self, name: str) -> Iterator[None]:
@@ -236,28 +249,27 @@ class ChunkRunner:
             frames_total=prepared.num_frames,
         )
         self.jobs.set_progress(job_id, progress, token)
-        for chunk in chunks[first:]:
-            lease.check()
-            if self.jobs.cancel_requested(job_id):
-                return self._cancel(attempt)
-            with self._stage("render"):
-                frames, carry = self.engine.render_chunk(prepared, chunk, carry)
-            self.jobs.count_chunk_render(job_id, token)
-            expected = (chunk.num_frames, prepared.height, prepared.width, 3)
-            if frames.shape != expected or frames.dtype != np.uint8:
-                raise RuntimeError(
-                    f"engine returned {frames.dtype} {frames.shape} for chunk {chunk}, expected {expected}"
-                )
-            with self._stage("encode"):
-                segment = encode_segment(frames, prepared.fps)
-            del frames
-            lease.check()
-            with self._stage("upload"):
-                self.storage.put_bytes(segment_key(job_id, chunk.index), segment, "video/mp4")
-                self.storage.put_bytes(carry_key(job_id, chunk.index), carry.to_bytes())
-            progress.chunks_done, progress.frames_done = chunk.index + 1, chunk.stop
-            self.jobs.set_progress(job_id, progress, token)
-            self.observer.job_event("video.progress", self.jobs.get(job_id))
+        sink = ChunkSink(self, job_id, token, lease, progress, prepared.fps, threaded=self.pipelined)
+        try:
+            for chunk in chunks[first:]:
+                sink.raise_if_failed()
+                lease.check()
+                if self.jobs.cancel_requested(job_id):
+                    break
+                with self._stage("render"):
+                    frames, carry = self.engine.render_chunk(prepared, chunk, carry)
+                self.jobs.count_chunk_render(job_id, token)
+                expected = (chunk.num_frames, prepared.height, prepared.width, 3)
+                if frames.shape != expected or frames.dtype != np.uint8:
+                    raise RuntimeError(
+                        f"engine returned {frames.dtype} {frames.shape} for chunk {chunk}, expected {expected}"
+                    )
+                sink.put(chunk, frames, carry)
+                del frames
+        except BaseException:
+            sink.close(raise_error=False)  # stores what was handed over (a crash loses no more)
+            raise
+        sink.close()  # stores what was handed over; raises the sink's error, if any
         if self.jobs.cancel_requested(job_id):
             return self._cancel(attempt)
         result = self._assemble(job_id, chunks, audio_bytes, prepared, lease)
@@ -288,8 +300,116 @@ class ChunkRunner:
             bytes=size,
         )
 
+    def store_chunk(
+        self,
+        job_id: str,
+        token: str,
+        lease: LeaseKeeper,
+        progress: Progress,
+        fps: float,
+        chunk: ChunkSpec,
+        frames: npt.NDArray[np.uint8],
+        carry: ChunkCarry,
+    ) -> None:
+        """Checkpoint one rendered chunk: encode, store segment and carry, then record progress."""
+        with self._stage("encode"):
+            segment = encode_segment(frames, fps)
+        lease.check()
+        with self._stage("upload"):
+            self.storage.put_bytes(segment_key(job_id, chunk.index), segment, "video/mp4")
+            self.storage.put_bytes(carry_key(job_id, chunk.index), carry.to_bytes())
+        progress.chunks_done, progress.frames_done = chunk.index + 1, chunk.stop
+        self.jobs.set_progress(job_id, progress, token)
+        self.observer.job_event("video.progress", self.jobs.get(job_id))
+
     def _cancel(self, attempt: Attempt) -> JobStatus | None:
         log.info("job %s: canceled", attempt.job.id)
         return self._finish(
             attempt, JobStatus.CANCELED, error=JobError(code="canceled", message="canceled by request")
         )
+
+
+class ChunkSink:
+    """Checkpoints rendered chunks in order (``ChunkRunner.store_chunk``), on its own thread if ``threaded``.
+
+    ``put`` hands a chunk over and returns at once, after waiting for the previous chunk to be
+    stored: one chunk is stored while the next renders, never more. The first error of the sink
+    is raised in the rendering thread by the next ``put``, ``raise_if_failed`` or ``close``; no
+    chunk is stored after it. Not threaded, ``put`` stores the chunk itself.
+    """
+
+    def __init__(
+        self,
+        runner: ChunkRunner,
+        job_id: str,
+        token: str,
+        lease: LeaseKeeper,
+        progress: Progress,
+        fps: float,
+        *,
+        threaded: bool,
+    ) -> None:
+        self._store = functools.partial(runner.store_chunk, job_id, token, lease, progress, fps)
+        self._job_id = job_id
+        self._threaded = threaded
+        self._idle = threading.Semaphore(1)  # held from a hand-over until that chunk is stored
+        self._ready = threading.Event()
+        self._handed: tuple[ChunkSpec, npt.NDArray[np.uint8], ChunkCarry] | None = None
+        self._closing = False
+        self._failed = False
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def raise_if_failed(self) -> None:
+        """Raise the sink's error in the calling (rendering) thread, once."""
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def put(self, chunk: ChunkSpec, frames: npt.NDArray[np.uint8], carry: ChunkCarry) -> None:
+        if not self._threaded:
+            self._store(chunk, frames, carry)
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name=f"parla-sink-{self._job_id}", daemon=True)
+            self._thread.start()
+        self._idle.acquire()  # the previous chunk is stored, or failed
+        if self._failed:
+            self._idle.release()
+            self.raise_if_failed()
+            raise RuntimeError("the chunk sink failed earlier")  # its error was raised already
+        self._handed = (chunk, frames, carry)
+        self._ready.set()
+
+    def close(self, *, raise_error: bool = True) -> None:
+        """Wait until every chunk handed over is stored (or the sink failed); raise its error.
+
+        ``raise_error=False`` when the rendering thread is failing already: the sink's error is
+        logged instead of replacing that one.
+        """
+        if self._thread is not None:
+            self._idle.acquire()
+            self._closing = True
+            self._ready.set()
+            self._thread.join()
+            self._thread = None
+            self._idle.release()
+        if raise_error:
+            self.raise_if_failed()
+        elif self._error is not None:
+            log.error("job %s: storing a chunk failed too: %s", self._job_id, self._error)
+
+    def _loop(self) -> None:
+        while True:
+            self._ready.wait()
+            self._ready.clear()
+            item, self._handed = self._handed, None
+            if item is not None and not self._failed:
+                try:
+                    self._store(*item)
+                except BaseException as exc:  # handed to the rendering thread, which sorts it
+                    self._error, self._failed = exc, True
+            del item
+            if self._closing:
+                return
+            self._idle.release()

@@ -239,8 +239,14 @@ def _accept_submission(
     request_hash = submission.request_hash()
     if idempotency_key:
         existing = services.jobs.find_idempotent(tenant, idempotency_key, request_hash)
-        if existing is not None:
+        # A key bound to a job that was never stored (its API process died mid-submit) is freed
+        # after PARLA_IDEMPOTENCY_STALE_S, and this request is submitted afresh.
+        if existing is not None and not services.jobs.release_stale_idempotent(
+            tenant, idempotency_key, existing, services.settings.idempotency_stale_s
+        ):
             return _replay(services, request, existing)
+        if existing is not None:
+            log.warning("idempotency key of %s named %s, never created: taken over", tenant, existing)
     _validate_media(services, submission)
     if submission.options.seed is None:
         submission.options.seed = secrets.randbelow(2**32)

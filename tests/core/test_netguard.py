@@ -32,16 +32,10 @@ from tests.loopback import (
     FileServer,
     Reply,
     TlsFiles,
-    forbid_outside_connections,
     make_tls,
 )
 
-
-@pytest.fixture(autouse=True)
-def outside_attempts(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
-    attempts = forbid_outside_connections(monkeypatch)
-    yield attempts
-    assert attempts == [], f"connections outside loopback were attempted: {attempts}"
+pytestmark = pytest.mark.usefixtures("outside_attempts")  # tests/conftest.py: loopback only
 
 
 @pytest.fixture()

@@ -24,7 +24,6 @@ from tests.loopback import (
     FileServer,
     Reply,
     TlsFiles,
-    forbid_outside_connections,
     make_tls,
 )
 from tests.media import image_bytes, wav_bytes
@@ -35,11 +34,7 @@ AUDIO_URI = "data:audio/wav;base64," + base64.b64encode(wav_bytes(1.0)).decode()
 NEUTRAL = "could not fetch `image_url`"
 
 
-@pytest.fixture(autouse=True)
-def outside_attempts(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
-    attempts = forbid_outside_connections(monkeypatch)
-    yield attempts
-    assert attempts == [], f"connections outside loopback were attempted: {attempts}"
+pytestmark = pytest.mark.usefixtures("outside_attempts")  # tests/conftest.py: loopback only
 
 
 @pytest.fixture(scope="module")

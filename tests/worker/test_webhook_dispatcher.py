@@ -20,7 +20,6 @@ import redis
 from core.localredis import free_port
 from core.webhook_outbox import WebhookOutbox
 from core.webhooks import parse_secrets
-from tests.loopback import forbid_outside_connections
 from worker.webhooks import DEFAULT_RETRY_SCHEDULE_S, WebhookDispatcher, parse_retry_after
 
 SECRET = "whsec_" + base64.b64encode(b"parla-test-secret-0123456789ab").decode()
@@ -94,11 +93,7 @@ class Receiver:
             return [request for request in self.requests if request.path == path]
 
 
-@pytest.fixture(autouse=True)
-def outside_attempts(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
-    attempts = forbid_outside_connections(monkeypatch)
-    yield attempts
-    assert attempts == [], f"connections outside loopback were attempted: {attempts}"
+pytestmark = pytest.mark.usefixtures("outside_attempts")  # tests/conftest.py: loopback only
 
 
 @pytest.fixture()
