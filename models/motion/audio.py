@@ -118,7 +118,7 @@ def open_ditto_hubert(weights_dir: Path, device: str = "cpu") -> OnnxSession:
     if not path.is_file():
         raise WeightsError(f"{weights_dir} lacks {DITTO_HUBERT_PATH}")
     try:
-        import onnxruntime  # type: ignore[import-not-found,unused-ignore]
+        import onnxruntime
     except ImportError as error:
         raise WeightsError("Ditto's HuBERT needs onnxruntime, which is not installed") from error
     providers = (
