@@ -141,7 +141,7 @@ class WarpEngine:
             landmarks = face_from_landmarks(
                 np.concatenate([moved, face.landmarks[:, 2:] * scale], 1)
             ).landmarks
-        rig = build_rig(landmarks, size)
+        rig = build_rig(landmarks, size, crop.image)
 
         # 3. Audio features and head-drift noise for every frame.
         num_frames = num_frames_for(inputs.duration_s, params.fps)

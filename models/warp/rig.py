@@ -10,8 +10,10 @@ fixed points on the crop border (the background stays put).
 Dense warp: the control points are triangulated once (Delaunay) and a coarse grid of about 128 x 128
 points gets its piecewise-affine (barycentric) weights, so a frame's grid displacement is a single
 ``(grid, K) @ (K,)`` product. The backward map is the fixed-point inverse of that forward field,
-upsampled to full resolution and applied with ``cv2.remap``. Where the lips part, the tear between
-the upper teeth line and the lower lip is painted with a dark mouth interior.
+upsampled to full resolution and applied with ``cv2.remap``. Where the lips part, the opening between
+the moved inner lips is painted with teeth, tongue and throat (``models.warp.mouth``). The lips move
+as bodies (every mesh point between an inner and an outer lip line takes the inner line's motion),
+so they keep their thickness when the jaw drops.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 from scipy.spatial import Delaunay
+
+from models.warp.mouth import MouthInterior, build_mouth
 
 COEFFICIENTS = ("jaw", "wide", "round", "blink", "yaw", "pitch", "roll", "shift_x", "shift_y")
 """Per-frame coefficients: jaw/wide/round/blink in 0..1; yaw/pitch/roll in radians; shifts in crop px."""
@@ -37,6 +41,7 @@ EYES = (
     ((362, 398, 384, 385, 386, 387, 388, 466, 263), (362, 382, 381, 380, 374, 373, 390, 249, 263)),
 )
 CHEEKS, FOREHEAD, CHIN = (234, 454), 10, 152
+MESH_POINTS = 478
 
 JAW_OPEN = 0.27
 """Lower lip drop at jaw=1, as a fraction of the mouth width."""
@@ -46,8 +51,6 @@ LIP_ROUND = 0.12
 RING_HEAD_WEIGHT = 0.35
 """How much the ellipse of points around the head (hair, ears, neck) follows the head motion."""
 NEWTON_STEPS = 3
-MOUTH_COLOR = np.array([30.0, 11.0, 13.0], dtype=np.float32)
-"""Mouth interior. Kept flat and dark: a lit tongue reads as closed lips to a landmark detector."""
 
 
 def _smoothstep(x: np.ndarray) -> np.ndarray:
@@ -66,6 +69,7 @@ class Rig:
         grid_bases: float32 ``(Gh, Gw, 2, K)`` the same, interpolated on the coarse grid.
         step: grid spacing in pixels.
         teeth_line: indices into ``points`` of the upper-jaw points above the lower inner lip.
+        mouth: tones and teeth of the mouth interior (``models.warp.mouth``).
     """
 
     size: int
@@ -74,6 +78,7 @@ class Rig:
     grid_bases: np.ndarray
     step: int
     teeth_line: np.ndarray
+    mouth: MouthInterior
 
     def displaced_points(self, coefficients: np.ndarray) -> np.ndarray:
         """``(N, 2)`` control points of a frame."""
@@ -110,40 +115,19 @@ class Rig:
         map_x = base[None, :] - dense[..., 0]
         map_y = base[:, None] - dense[..., 1]
         frame = cv2.remap(crop, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        self._paint_mouth(frame, self.displaced_points(coefficients))
+        moved = self.displaced_points(coefficients)
+        self.mouth.paint(frame, moved[:MESH_POINTS], self.points[:MESH_POINTS])
         return frame
 
-    def _paint_mouth(self, frame: np.ndarray, moved: np.ndarray) -> None:
-        """Dark interior between the teeth line and the lower inner lip, where the lips have parted."""
-        top = moved[self.teeth_line]
-        bottom = moved[list(INNER_LOWER_LIP[1:-1])][::-1]
-        corners = moved[[INNER_LOWER_LIP[0], INNER_LOWER_LIP[-1]]]
-        polygon = np.concatenate([corners[:1], top, corners[1:], bottom])
-        gap = float(np.max(bottom[::-1, 1] - top[:, 1]))
-        if gap < 0.5:
-            return
-        x0, y0 = np.floor(polygon.min(axis=0)).astype(int) - 3
-        x1, y1 = np.ceil(polygon.max(axis=0)).astype(int) + 4
-        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(self.size, x1), min(self.size, y1)
-        if x1 <= x0 or y1 <= y0:
-            return
-        mask = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
-        shift = 3
-        vertices = np.round((polygon - (x0, y0)) * (1 << shift)).astype(np.int32)
-        cv2.fillPoly(mask, [vertices], (255,), lineType=cv2.LINE_AA, shift=shift)
-        soft = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), sigmaX=max(0.6, self.size / 400))
-        # A thin opening is a shadow more than a hole: fade in over the first few pixels of gap.
-        alpha = (soft * 0.95 * min(1.0, gap / max(2.0, self.size / 128)))[..., None]
-        region = frame[y0:y1, x0:x1].astype(np.float32)
-        frame[y0:y1, x0:x1] = np.clip(region + (MOUTH_COLOR - region) * alpha + 0.5, 0, 255).astype(np.uint8)
 
-
-def build_rig(landmarks: np.ndarray, size: int) -> Rig:
+def build_rig(landmarks: np.ndarray, size: int, crop: np.ndarray | None = None) -> Rig:
     """Build the rig of a crop.
 
     Args:
         landmarks: float ``(478, 3)`` face mesh in crop pixels (z scaled like x).
         size: crop side.
+        crop: uint8 ``(size, size, 3)`` the portrait crop, for the mouth interior's tones and teeth
+            (None: neutral tones, for warm-up).
     """
     mesh = np.asarray(landmarks, dtype=np.float64)
     xy, z = mesh[:, :2], mesh[:, 2]
@@ -202,8 +186,28 @@ def build_rig(landmarks: np.ndarray, size: int) -> Rig:
     sideways = np.exp(-(((xy[:, 0] - mouth_cx) / (0.42 * face_width)) ** 4))
     # The lower lip drops most in the middle: an open mouth is rounded, not a box.
     from_centre = np.clip(np.abs(xy[:, 0] - mouth_cx) / (0.5 * mouth_width), 0.0, 1.0)
+    # The lips move as bodies (keeping their thickness): every mesh point between the inner and the
+    # outer lip line (and a little beyond the outer one) takes the drop of the inner lip above/below it.
+    lip_drop = jaw_px * sideways * (1 - 0.55 * from_centre**2)
+    corners_x = np.sort(xy[[MOUTH_CORNERS[0], MOUTH_CORNERS[1]], 0])
+    within = (xy[:, 0] > corners_x[0]) & (xy[:, 0] < corners_x[1])
+    lip_margin = 0.06 * mouth_width
+
+    def line_y(indices: tuple[int, ...]) -> np.ndarray:
+        line = xy[list(indices)]
+        order_ = np.argsort(line[:, 0])
+        return np.interp(xy[:, 0], line[order_, 0], line[order_, 1])
+
+    inner_low, outer_low = line_y(INNER_LOWER_LIP), line_y(OUTER_LOWER_LIP)
+    inner_up, outer_up = line_y(INNER_UPPER_LIP), line_y(OUTER_UPPER_LIP)
+    lower_body = within & (xy[:, 1] >= inner_low - 0.5) & (xy[:, 1] <= outer_low + lip_margin)
+    upper_body = within & (xy[:, 1] <= inner_up + 0.5) & (xy[:, 1] >= outer_up - lip_margin)
+    bases[:n_mesh, 1, 0] = np.where(
+        lower_body, np.maximum(lip_drop, bases[:n_mesh, 1, 0]), bases[:n_mesh, 1, 0]
+    )
+    bases[:n_mesh, 1, 0] = np.where(upper_body & ~lower_body, -0.12 * jaw_px, bases[:n_mesh, 1, 0])
     for index in (*INNER_LOWER_LIP[1:-1], *OUTER_LOWER_LIP[1:-1]):
-        bases[index, 1, 0] = jaw_px * sideways[index] * (1 - 0.55 * from_centre[index] ** 2)
+        bases[index, 1, 0] = lip_drop[index]
     for index in (*INNER_UPPER_LIP[1:-1], *OUTER_UPPER_LIP[1:-1]):
         bases[index, 1, 0] = -0.12 * jaw_px
     for index in MOUTH_CORNERS:
@@ -265,7 +269,15 @@ def build_rig(landmarks: np.ndarray, size: int) -> Rig:
     step = max(1, round(size / 128))
     grid_bases = _grid_bases(points, bases, size, step)
     teeth_line = np.arange(teeth_slice.start, teeth_slice.stop)
-    return Rig(size=size, points=points, bases=bases, grid_bases=grid_bases, step=step, teeth_line=teeth_line)
+    return Rig(
+        size=size,
+        points=points,
+        bases=bases,
+        grid_bases=grid_bases,
+        step=step,
+        teeth_line=teeth_line,
+        mouth=build_mouth(crop, xy),
+    )
 
 
 def _grid_bases(points: np.ndarray, bases: np.ndarray, size: int, step: int) -> np.ndarray:
