@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
+from models.warp.eyes import Eyelids
 from models.warp.mouth import MouthInterior, build_mouth
 
 COEFFICIENTS = ("jaw", "wide", "round", "blink", "yaw", "pitch", "roll", "shift_x", "shift_y")
@@ -42,6 +43,7 @@ EYES = (
 )
 CHEEKS, FOREHEAD, CHIN = (234, 454), 10, 152
 MESH_POINTS = 478
+IRIS = slice(468, 478)
 
 JAW_OPEN = 0.27
 """Lower lip drop at jaw=1, as a fraction of the mouth width."""
@@ -50,6 +52,9 @@ LIP_ROUND = 0.12
 """Mouth corner travel at wide=1 / round=1, as a fraction of the mouth width."""
 RING_HEAD_WEIGHT = 0.35
 """How much the ellipse of points around the head (hair, ears, neck) follows the head motion."""
+BLINK_TRAVEL = 0.8
+"""How far the warp slides the upper lid onto the lower one at blink=1; the lid is painted the rest of
+the way (models.warp.eyes): a warp squeezed further folds and rings the iris."""
 NEWTON_STEPS = 3
 
 
@@ -117,6 +122,7 @@ class Rig:
         frame = cv2.remap(crop, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         moved = self.displaced_points(coefficients)
         self.mouth.paint(frame, moved[:MESH_POINTS], self.points[:MESH_POINTS])
+        Eyelids().paint(frame, moved[:MESH_POINTS], float(coefficients[3]))
         return frame
 
 
@@ -246,7 +252,7 @@ def build_rig(landmarks: np.ndarray, size: int, crop: np.ndarray | None = None) 
         profile = np.zeros(n_mesh)
         profile[above] = (py[above] - brow_y[above]) / (upper_y[above] - brow_y[above])
         profile[between] = (lower_y[between] - py[between]) / np.maximum(gap[between], 1e-6)
-        bases[:n_mesh, 1, 3] += np.where(inside, 0.9 * gap * profile, 0.0)
+        bases[:n_mesh, 1, 3] += np.where(inside, BLINK_TRAVEL * gap * profile, 0.0)
 
     # head: small rotations (linearised) and shifts; mesh points follow fully, the ring partly.
     weight = np.zeros(len(points))
@@ -267,7 +273,11 @@ def build_rig(landmarks: np.ndarray, size: int, crop: np.ndarray | None = None) 
     bases[:, 1, 8] = weight
 
     step = max(1, round(size / 128))
-    grid_bases = _grid_bases(points, bases, size, step)
+    # The iris points stay out of the triangulation: thin triangles between them and the lids would
+    # fold during a blink and leave the iris outline floating on the closed lid.
+    triangulated = np.ones(len(points), bool)
+    triangulated[IRIS] = False
+    grid_bases = _grid_bases(points[triangulated], bases[triangulated], size, step)
     teeth_line = np.arange(teeth_slice.start, teeth_slice.stop)
     return Rig(
         size=size,
