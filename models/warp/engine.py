@@ -35,6 +35,7 @@ from models.face import (
     select_face,
     transform_points,
 )
+from models.warp.matte import MediaPipeSegmenter, PersonSegmenter, build_matte, person_mask
 from models.warp.motion import MotionState, advance, initial_state, mouth_targets
 from models.warp.rig import Rig, build_rig
 
@@ -94,21 +95,30 @@ class WarpEngine:
 
     Args:
         analyzer: face analysis; a ``MediaPipeFaceAnalyzer`` by default.
+        segmenter: person segmentation for the matte that keeps the background still; a ``MediaPipeSegmenter`` by default.
         chunk_seconds: length of a chunk of ``plan``.
         **options: ignored (``device``, ``weights_dir``, ... are for other engines).
     """
 
     name = "warp"
 
-    def __init__(self, analyzer: FaceAnalyzer | None = None, chunk_seconds: float = 2.0, **options: Any):
+    def __init__(
+        self,
+        analyzer: FaceAnalyzer | None = None,
+        chunk_seconds: float = 2.0,
+        segmenter: PersonSegmenter | None = None,
+        **options: Any,
+    ):
         if chunk_seconds <= 0:
             raise ValueError(f"chunk_seconds must be > 0, got {chunk_seconds}")
         self.analyzer: FaceAnalyzer = analyzer or MediaPipeFaceAnalyzer()
+        self.segmenter: PersonSegmenter = segmenter or MediaPipeSegmenter()
         self.chunk_seconds = chunk_seconds
 
     def warmup(self) -> None:
         """Build the mediapipe graphs and run one warp, so the first job pays no start-up cost."""
         self.analyzer.detect(np.zeros((64, 64, 3), dtype=np.uint8))
+        self.segmenter.person_mask(np.zeros((64, 64, 3), dtype=np.uint8))
         size = 64
         ring = np.linspace(0, 2 * np.pi, 478, endpoint=False)
         fake = np.stack([32 + 14 * np.cos(ring * 7), 32 + 16 * np.sin(ring * 5), np.zeros(478)], axis=1)
@@ -141,7 +151,9 @@ class WarpEngine:
             landmarks = face_from_landmarks(
                 np.concatenate([moved, face.landmarks[:, 2:] * scale], 1)
             ).landmarks
-        rig = build_rig(landmarks, size, crop.image)
+        # The person is laid over a still background: the background next to the head does not slide.
+        mask = person_mask(self.segmenter.person_mask(crop.image), landmarks)
+        rig = build_rig(landmarks, size, crop.image, build_matte(crop.image, mask))
 
         # 3. Audio features and head-drift noise for every frame.
         num_frames = num_frames_for(inputs.duration_s, params.fps)

@@ -18,13 +18,14 @@ so they keep their thickness when the jaw drops.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
 from models.warp.eyes import Eyelids
+from models.warp.matte import Matte, remap
 from models.warp.mouth import MouthInterior, build_mouth
 
 COEFFICIENTS = ("jaw", "wide", "round", "blink", "yaw", "pitch", "roll", "shift_x", "shift_y")
@@ -75,6 +76,7 @@ class Rig:
         step: grid spacing in pixels.
         teeth_line: indices into ``points`` of the upper-jaw points above the lower inner lip.
         mouth: tones and teeth of the mouth interior (``models.warp.mouth``).
+        matte: person alpha and background plate, or None to warp the background too.
     """
 
     size: int
@@ -84,6 +86,15 @@ class Rig:
     step: int
     teeth_line: np.ndarray
     mouth: MouthInterior
+    matte: Matte | None = None
+    _grid: np.ndarray | None = field(default=None, init=False, repr=False)
+
+    def _pixel_grid(self) -> np.ndarray:
+        """float32 ``(size, size, 2)``: each pixel's own (x, y)."""
+        if self._grid is None:
+            axis = np.arange(self.size, dtype=np.float32)
+            self._grid = np.stack(np.meshgrid(axis, axis), axis=2)
+        return self._grid
 
     def displaced_points(self, coefficients: np.ndarray) -> np.ndarray:
         """``(N, 2)`` control points of a frame."""
@@ -99,34 +110,37 @@ class Rig:
         # Backward map: solve q + forward(q) = p for q on the grid with Newton steps. (A plain
         # fixed-point iteration crawls where the warp squeezes hard, e.g. a closing eyelid.)
         d_dy, d_dx = np.gradient(forward, axis=(0, 1))
-        jacobian = np.concatenate([d_dx / step, d_dy / step], axis=2)  # dfx/dx, dfy/dx, dfx/dy, dfy/dy
-        jacobian[..., 0] += 1.0
-        jacobian[..., 3] += 1.0
+        # One 6-channel field: fx, fy and the Jacobian dfx/dx, dfy/dx, dfx/dy, dfy/dy.
+        field = np.concatenate([forward, d_dx / step, d_dy / step], axis=2)
+        field[..., 2] += 1.0
+        field[..., 5] += 1.0
         q_x = grid_x - forward[..., 0]
         q_y = grid_y - forward[..., 1]
         for _ in range(NEWTON_STEPS):
             sample_x = (q_x + 0.5) / step - 0.5
             sample_y = (q_y + 0.5) / step - 0.5
-            d = cv2.remap(forward, sample_x, sample_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            j = cv2.remap(jacobian, sample_x, sample_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            r_x = grid_x - q_x - d[..., 0]
-            r_y = grid_y - q_y - d[..., 1]
-            det = np.maximum(j[..., 0] * j[..., 3] - j[..., 1] * j[..., 2], 0.05)
-            q_x = q_x + (j[..., 3] * r_x - j[..., 2] * r_y) / det
-            q_y = q_y + (j[..., 0] * r_y - j[..., 1] * r_x) / det
+            f = cv2.remap(field, sample_x, sample_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            r_x = grid_x - q_x - f[..., 0]
+            r_y = grid_y - q_y - f[..., 1]
+            det = np.maximum(f[..., 2] * f[..., 5] - f[..., 3] * f[..., 4], 0.05)
+            q_x = q_x + (f[..., 5] * r_x - f[..., 4] * r_y) / det
+            q_y = q_y + (f[..., 2] * r_y - f[..., 3] * r_x) / det
         backward = np.stack([grid_x - q_x, grid_y - q_y], axis=2)
         dense = cv2.resize(backward, (size, size), interpolation=cv2.INTER_LINEAR) if step > 1 else backward
-        base = np.arange(size, dtype=np.float32)
-        map_x = base[None, :] - dense[..., 0]
-        map_y = base[:, None] - dense[..., 1]
-        frame = cv2.remap(crop, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        sample_map = self._pixel_grid() - dense
+        if self.matte is None:
+            frame = remap(crop, sample_map)
+        else:
+            frame = self.matte.composite(crop, sample_map)
         moved = self.displaced_points(coefficients)
         self.mouth.paint(frame, moved[:MESH_POINTS], self.points[:MESH_POINTS])
         Eyelids().paint(frame, moved[:MESH_POINTS], float(coefficients[3]))
         return frame
 
 
-def build_rig(landmarks: np.ndarray, size: int, crop: np.ndarray | None = None) -> Rig:
+def build_rig(
+    landmarks: np.ndarray, size: int, crop: np.ndarray | None = None, matte: Matte | None = None
+) -> Rig:
     """Build the rig of a crop.
 
     Args:
@@ -134,6 +148,8 @@ def build_rig(landmarks: np.ndarray, size: int, crop: np.ndarray | None = None) 
         size: crop side.
         crop: uint8 ``(size, size, 3)`` the portrait crop, for the mouth interior's tones and teeth
             (None: neutral tones, for warm-up).
+        matte: the person matte (``models.warp.matte``) that keeps the background still; None: the
+            background is warped with the rest.
     """
     mesh = np.asarray(landmarks, dtype=np.float64)
     xy, z = mesh[:, :2], mesh[:, 2]
@@ -278,6 +294,8 @@ def build_rig(landmarks: np.ndarray, size: int, crop: np.ndarray | None = None) 
     triangulated = np.ones(len(points), bool)
     triangulated[IRIS] = False
     grid_bases = _grid_bases(points[triangulated], bases[triangulated], size, step)
+    if matte is not None and matte.alpha.shape != (size, size):
+        raise ValueError(f"the matte must be {size} x {size}, got {matte.alpha.shape}")
     teeth_line = np.arange(teeth_slice.start, teeth_slice.stop)
     return Rig(
         size=size,
@@ -287,6 +305,7 @@ def build_rig(landmarks: np.ndarray, size: int, crop: np.ndarray | None = None) 
         step=step,
         teeth_line=teeth_line,
         mouth=build_mouth(crop, xy),
+        matte=matte,
     )
 
 
