@@ -36,8 +36,9 @@ from models.face import (
     transform_points,
 )
 from models.warp.matte import MediaPipeSegmenter, PersonSegmenter, build_matte, person_mask
-from models.warp.motion import MotionState, advance, initial_state, mouth_targets
+from models.warp.motion import MotionState, advance, initial_state
 from models.warp.rig import Rig, build_rig
+from models.warp.visemes import viseme_targets
 
 HEAD_MOTION_PRESETS = {"still": 0.0, "sway": 0.5, "driving": 0.5}
 """``head_motion`` given as a word: the warp engine has no driving-video support and sways instead."""
@@ -53,7 +54,7 @@ class WarpPrepared:
             (``size`` for ``framing="crop"``, the pasted-back photo size for ``"full"``).
         crop: uint8 ``(size, size, 3)`` the portrait crop that every frame warps.
         rig: control points and bases of the crop.
-        mouth_targets: float64 ``(num_frames, 3)``; energy: float64 ``(num_frames,)``.
+        mouth_targets: float64 ``(num_frames, 4)`` jaw / wide / round / tuck (``models.warp.visemes``); energy: float64 ``(num_frames,)``.
         noise: float64 ``(num_frames, 5)`` head-drift draws.
         paste: paste-back into the photo, or None for ``framing="crop"``.
     """
@@ -170,7 +171,7 @@ class WarpEngine:
             width=width,
             crop=crop.image,
             rig=rig,
-            mouth_targets=mouth_targets(features),
+            mouth_targets=viseme_targets(inputs.audio, inputs.sample_rate, params.fps, features),
             energy=features.energy.astype(np.float64),
             noise=noise,
             seed=int(params.seed),
@@ -182,7 +183,7 @@ class WarpEngine:
         return even_chunks(prepared.num_frames, max(1, round(self.chunk_seconds * prepared.fps)))
 
     def coefficients(self, prepared: WarpPrepared, state: MotionState, count: int) -> np.ndarray:
-        """Advance ``state`` by ``count`` frames; ``(count, 9)`` rig coefficients."""
+        """Advance ``state`` by ``count`` frames; ``(count, 10)`` rig coefficients."""
         return np.stack(
             [
                 advance(

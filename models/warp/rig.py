@@ -28,8 +28,8 @@ from models.warp.eyes import Eyelids
 from models.warp.matte import Matte, remap
 from models.warp.mouth import MouthInterior, build_mouth
 
-COEFFICIENTS = ("jaw", "wide", "round", "blink", "yaw", "pitch", "roll", "shift_x", "shift_y")
-"""Per-frame coefficients: jaw/wide/round/blink in 0..1; yaw/pitch/roll in radians; shifts in crop px."""
+COEFFICIENTS = ("jaw", "wide", "round", "tuck", "blink", "yaw", "pitch", "roll", "shift_x", "shift_y")
+"""Per-frame coefficients: jaw/wide/round/tuck/blink in 0..1; yaw/pitch/roll in radians; shifts in crop px."""
 
 # mediapipe mesh topology (left to right in the image for a frontal face).
 INNER_UPPER_LIP = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
@@ -49,8 +49,12 @@ IRIS = slice(468, 478)
 JAW_OPEN = 0.27
 """Lower lip drop at jaw=1, as a fraction of the mouth width."""
 LIP_SPREAD = 0.10
-LIP_ROUND = 0.12
+LIP_ROUND = 0.16
 """Mouth corner travel at wide=1 / round=1, as a fraction of the mouth width."""
+TUCK_INNER, TUCK_OUTER, TUCK_UPPER = 0.03, 0.01, 0.05
+"""At tuck=1 the lower lip's inner / outer edge rises and the upper lip lifts by these fractions of
+the mouth width."""
+TUCK, BLINK = COEFFICIENTS.index("tuck"), COEFFICIENTS.index("blink")
 RING_HEAD_WEIGHT = 0.35
 """How much the ellipse of points around the head (hair, ears, neck) follows the head motion."""
 BLINK_TRAVEL = 0.8
@@ -134,7 +138,7 @@ class Rig:
             frame = self.matte.composite(crop, sample_map)
         moved = self.displaced_points(coefficients)
         self.mouth.paint(frame, moved[:MESH_POINTS], self.points[:MESH_POINTS])
-        Eyelids().paint(frame, moved[:MESH_POINTS], float(coefficients[3]))
+        Eyelids().paint(frame, moved[:MESH_POINTS], float(coefficients[BLINK]))
         return frame
 
 
@@ -250,6 +254,23 @@ def build_rig(
     # Rounded lips part a little.
     bases[:, 1, 2] += 0.3 * bases[:, 1, 0] / max(jaw_px, 1e-6) * LIP_ROUND * mouth_width
 
+    # tuck ("f", "v"): the lower lip rolls up under the upper teeth (its inner edge rises more than its
+    # outer one) and the upper lip lifts a little, showing the teeth resting on the lower lip.
+    fade = 1 - 0.5 * from_centre**2
+    depth_in_lip = np.clip((xy[:, 1] - inner_low) / np.maximum(outer_low - inner_low, 1.0), 0.0, 1.0)
+    rise = TUCK_INNER * (1 - depth_in_lip) + TUCK_OUTER * depth_in_lip
+    bases[:n_mesh, 1, TUCK] = np.where(lower_body, -rise * mouth_width * fade, 0.0)
+    bases[:n_mesh, 1, TUCK] = np.where(
+        upper_body & ~lower_body, -TUCK_UPPER * mouth_width, bases[:n_mesh, 1, TUCK]
+    )
+    for index in INNER_LOWER_LIP[1:-1]:
+        bases[index, 1, TUCK] = -TUCK_INNER * mouth_width * fade[index]
+    for index in OUTER_LOWER_LIP[1:-1]:
+        bases[index, 1, TUCK] = -TUCK_OUTER * mouth_width * fade[index]
+    for index in (*INNER_UPPER_LIP[1:-1], *OUTER_UPPER_LIP[1:-1]):
+        bases[index, 1, TUCK] = -TUCK_UPPER * mouth_width
+    bases[teeth_slice, :, TUCK] = bases[upper_inner, :, TUCK]
+
     # blink: the upper lid slides down onto the lower lid; skin above it stretches, the eye
     # opening (iris included) is squeezed towards the lower lid.
     for upper_lid, lower_lid in EYES:
@@ -268,7 +289,7 @@ def build_rig(
         profile = np.zeros(n_mesh)
         profile[above] = (py[above] - brow_y[above]) / (upper_y[above] - brow_y[above])
         profile[between] = (lower_y[between] - py[between]) / np.maximum(gap[between], 1e-6)
-        bases[:n_mesh, 1, 3] += np.where(inside, BLINK_TRAVEL * gap * profile, 0.0)
+        bases[:n_mesh, 1, BLINK] += np.where(inside, BLINK_TRAVEL * gap * profile, 0.0)
 
     # head: small rotations (linearised) and shifts; mesh points follow fully, the ring partly.
     weight = np.zeros(len(points))
@@ -281,12 +302,13 @@ def build_rig(
     depth[n_mesh:] = axis_z - float(z[list(CHEEKS)].mean())
     depth[teeth_slice] = axis_z - z[lower_inner]
     pivot = np.array([centre[0], float(xy[CHIN, 1]) + 0.3 * lower_height])
-    bases[:, 0, 4] = weight * depth
-    bases[:, 1, 5] = weight * depth
-    bases[:, 0, 6] = -weight * (points[:, 1] - pivot[1])
-    bases[:, 1, 6] = weight * (points[:, 0] - pivot[0])
-    bases[:, 0, 7] = weight
-    bases[:, 1, 8] = weight
+    yaw, pitch, roll, shift_x, shift_y = range(BLINK + 1, BLINK + 6)
+    bases[:, 0, yaw] = weight * depth
+    bases[:, 1, pitch] = weight * depth
+    bases[:, 0, roll] = -weight * (points[:, 1] - pivot[1])
+    bases[:, 1, roll] = weight * (points[:, 0] - pivot[0])
+    bases[:, 0, shift_x] = weight
+    bases[:, 1, shift_y] = weight
 
     step = max(1, round(size / 128))
     # The iris points stay out of the triangulation: thin triangles between them and the lids would
