@@ -329,9 +329,12 @@ def _check_frame_size(width: int, height: int, limits: VideoLimits) -> None:
 def encode_segment(frames: npt.NDArray[np.uint8], fps: float, qp: int = 20) -> bytes:
     """H.264 (libx264, yuv420p, no B-frames so segments remux without reordering) MP4 of ``(F, H, W, 3)``.
 
-    A constant quantizer (``qp``), not CRF: CRF picks each keyframe's quality from the frames that
-    follow it, so every segment's first frame came out a little different and the still parts of the
-    video pulsed at each join. qp 20 matches CRF 18 in error and size on the sample renders.
+    Every segment starts with a keyframe, so segment joins are where a video can pulse: a keyframe
+    re-codes the still background that the frames before it had carried over. Hence a constant
+    quantizer (``qp``; CRF sets each keyframe's quality from the frames after it) and near-lossless
+    keyframes (``ipratio=4``: qp 8 at qp 20), so that two keyframes of the same still pixels decode
+    alike. On the sample renders the still background changes by <= 0.08 grey levels at a join
+    (CRF 18: 0.7), with a lower error than CRF 18, for about 40 % more bytes.
     """
     import av
 
@@ -344,7 +347,13 @@ def encode_segment(frames: npt.NDArray[np.uint8], fps: float, qp: int = 20) -> b
     with av.open(buffer, mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=fps_fraction(fps))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"qp": str(qp), "preset": "veryfast", "bf": "0", "threads": "2"}
+        stream.options = {
+            "qp": str(qp),
+            "x264-params": "ipratio=4.0",
+            "preset": "veryfast",
+            "bf": "0",
+            "threads": "2",
+        }
         for frame in frames:
             for packet in stream.encode(
                 av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")

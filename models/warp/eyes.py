@@ -22,7 +22,7 @@ EYES = (
 )
 PAINT_FROM = 0.45
 """Closure at which the lid starts to cover the opening (fully covered at 1)."""
-LASH_DARKEN = 0.55
+LASH_DARKEN = 0.7
 """Lash line: the lid colour times this at the lid edge."""
 
 
@@ -83,7 +83,7 @@ class Eyelids:
             inside = inside * corner[None, :]
             # Darker towards the lash line, which the painted lid carries down onto the lower lid.
             edge = lid + (bottom - lid) * cover
-            distance = np.abs(ys - edge[None, :]) / max(1.0, 0.05 * width)
+            distance = np.abs(ys - edge[None, :]) / max(0.8, 0.035 * width)
             shade = 1 - (1 - LASH_DARKEN) * np.exp(-(distance**2))
             painted = skin[None, :, :] * shade[..., None]
             alpha = (inside * cover)[..., None]

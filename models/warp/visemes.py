@@ -173,7 +173,7 @@ def viseme_targets(audio: np.ndarray, sample_rate: int, fps: float, features: Au
     labiodental = fricative * (1 - sibilant) * _smoothstep((flatness - 0.25) / 0.25)
 
     speaking = _smoothstep(energy / 0.12)
-    jaw = energy**0.8 * (0.45 + 0.55 * np.where(vowel > 0.3, openness, 0.5)) * (1 - 0.9 * nasal)
+    jaw = energy * (0.6 + 0.4 * np.where(vowel > 0.3, openness, 0.5)) * (1 - 0.9 * nasal)
     jaw = jaw * (1 - 0.55 * fricative)
     targets = {
         "jaw": jaw,
