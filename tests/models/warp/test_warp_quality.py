@@ -22,30 +22,33 @@ Bounds (documented in docs/warp.md, with the figures measured before and after e
 
 from __future__ import annotations
 
-import io
-from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 import pytest
 
-from core.media import encode_segment
+from bench.synthetic_speech import SAMPLE_RATE, phones
+from bench.warp_quality import (
+    FPS,
+    Rendered,
+    background_shift,
+    boundary_and_inner_differences,
+    closed_eye_ratio,
+    interior_structure,
+    lip_energy_pearson,
+    lip_thickness_ratio,
+)
+from bench.warp_quality import render as render_clip
+from bench.warp_quality import render_and_measure as measure_clip
 from models.audio import frame_features
-from models.engine import RenderInputs, RenderParams
-from models.face import Face, MediaPipeFaceAnalyzer
+from models.face import MediaPipeFaceAnalyzer
 from models.warp.engine import WarpEngine, WarpPrepared
 from models.warp.matte import MediaPipeSegmenter
-from models.warp.motion import initial_state
-from models.warp.mouth import INNER_LOWER_LIP, INNER_UPPER_LIP
-from models.warp.rig import COEFFICIENTS
 from models.warp.visemes import VISEMES, viseme_targets
 from tests.models.warp.conftest import load_image
-from tests.models.warp.speech_synth import SAMPLE_RATE, phones
 
 SIZE = 256
-FPS = 25.0
 MIN_PEARSON = 0.8
 SILENT_MOUTH_TOLERANCE = 0.03
 BLINK_RATIO = 0.8
@@ -59,71 +62,20 @@ MAX_BACKGROUND_SHIFT_PX = 1.0
 MIN_EE_OVER_OO = 1.3
 MAX_BOUNDARY_EXCESS = 0.1
 """Grey levels by which still pixels may change more across a chunk boundary than within a chunk."""
-BLINK, JAW = COEFFICIENTS.index("blink"), COEFFICIENTS.index("jaw")
-
 
 SEGMENTER = MediaPipeSegmenter()
 
 
-@dataclass
-class Rendered:
-    prepared: WarpPrepared
-    frames: np.ndarray
-    faces: list[Face]
-    audio: np.ndarray
-    coefficients: np.ndarray
-
-    @property
-    def mouth_open(self) -> np.ndarray:
-        return np.array([face.mouth_open for face in self.faces])
-
-    @property
-    def eyes_open(self) -> np.ndarray:
-        return np.array([face.eyes_open for face in self.faces])
-
-
 def render(
-    analyzer: MediaPipeFaceAnalyzer,
-    image: np.ndarray,
-    audio: np.ndarray,
-    chunk_seconds: float = 2.0,
-    **params: object,
+    analyzer: MediaPipeFaceAnalyzer, image: np.ndarray, audio: np.ndarray, **params: object
 ) -> tuple[WarpEngine, WarpPrepared, np.ndarray, np.ndarray]:
-    """Engine, prepared job, uint8 frames and their rig coefficients."""
-    engine = WarpEngine(analyzer=analyzer, segmenter=SEGMENTER, chunk_seconds=chunk_seconds)
-    prepared = engine.prepare(
-        RenderInputs(image=image, audio=audio),
-        RenderParams(fps=FPS, size=SIZE, **params),  # type: ignore[arg-type]
-    )
-    chunks, carry = [], None
-    for chunk in engine.plan(prepared):
-        frames, carry = engine.render_chunk(prepared, chunk, carry)
-        chunks.append(frames)
-    coefficients = engine.coefficients(prepared, initial_state(prepared.seed), prepared.num_frames)
-    return engine, prepared, np.concatenate(chunks), coefficients
+    return render_clip(analyzer, SEGMENTER, image, audio, SIZE, **params)
 
 
 def render_and_measure(
     analyzer: MediaPipeFaceAnalyzer, image: np.ndarray, audio: np.ndarray, **params: object
 ) -> Rendered:
-    _, prepared, video, coefficients = render(analyzer, image, audio, **params)
-    faces = []
-    for frame in video:
-        found = analyzer.detect(frame)
-        assert found, "the face must stay detectable in every frame"
-        faces.append(found[0])
-    return Rendered(prepared, video, faces, audio, coefficients)
-
-
-def energy_envelope(audio: np.ndarray, num_frames: int) -> np.ndarray:
-    """RMS of the samples shown during each frame (no smoothing, no normalisation)."""
-    per_frame = 16000 / FPS
-    return np.array(
-        [
-            np.sqrt(np.mean(audio[int(i * per_frame) : int((i + 1) * per_frame)] ** 2))
-            for i in range(num_frames)
-        ]
-    )
+    return measure_clip(analyzer, SEGMENTER, image, audio, SIZE, **params)
 
 
 @pytest.fixture(scope="module")
@@ -161,8 +113,7 @@ def silent(analyzer: MediaPipeFaceAnalyzer, portrait: np.ndarray) -> Rendered:
 @pytest.mark.parametrize("case", ["speaking", "heldout", pytest.param("hopper", marks=pytest.mark.slow)])
 def test_lip_gap_follows_speech_energy(case: str, request: pytest.FixtureRequest) -> None:
     rendered: Rendered = request.getfixturevalue(case)
-    envelope = energy_envelope(rendered.audio, len(rendered.frames))
-    pearson = float(np.corrcoef(rendered.mouth_open, envelope)[0, 1])
+    pearson = lip_energy_pearson(rendered)
     assert pearson >= MIN_PEARSON, pearson
     # And the mouth really opens: the widest gap is well beyond the resting one.
     assert rendered.mouth_open.max() > rendered.mouth_open.min() + 0.15
@@ -223,25 +174,6 @@ def test_landmark_jitter_is_small(case: str, request: pytest.FixtureRequest) -> 
 # --- mouth interior
 
 
-def open_frames(rendered: Rendered, count: int = 8) -> np.ndarray:
-    return np.argsort(-rendered.coefficients[:, JAW])[:count]
-
-
-def interior_structure(rendered: Rendered) -> tuple[float, float]:
-    """Median over the most open frames of the opening's luma spread (p90 - p10) and bright share."""
-    spreads, bright = [], []
-    for i in open_frames(rendered):
-        moved = rendered.prepared.rig.displaced_points(rendered.coefficients[i])
-        polygon = np.concatenate([moved[list(INNER_UPPER_LIP)], moved[list(INNER_LOWER_LIP)][::-1]])
-        mask = np.zeros(rendered.frames.shape[1:3], np.uint8)
-        cv2.fillPoly(mask, [np.round(polygon).astype(np.int32)], (1,))
-        inside = cv2.erode(mask, np.ones((3, 3), np.uint8)) > 0
-        luma = cv2.cvtColor(rendered.frames[i], cv2.COLOR_RGB2GRAY)[inside].astype(np.float64)
-        spreads.append(np.percentile(luma, 90) - np.percentile(luma, 10))
-        bright.append(np.mean(luma > 110))
-    return float(np.median(spreads)), float(np.median(bright))
-
-
 @pytest.mark.parametrize("case", ["heldout", pytest.param("hopper", marks=pytest.mark.slow)])
 def test_open_mouth_shows_teeth(case: str, request: pytest.FixtureRequest) -> None:
     rendered: Rendered = request.getfixturevalue(case)
@@ -254,26 +186,11 @@ def test_lips_keep_their_thickness(
     case: str, request: pytest.FixtureRequest, analyzer: MediaPipeFaceAnalyzer
 ) -> None:
     rendered: Rendered = request.getfixturevalue(case)
-
-    def thickness(landmarks: np.ndarray) -> float:  # lower lip, inner to outer edge / mouth width
-        return float(
-            np.linalg.norm(landmarks[17, :2] - landmarks[14, :2])
-            / np.linalg.norm(landmarks[61, :2] - landmarks[291, :2])
-        )
-
-    rest = thickness(analyzer.detect(rendered.prepared.crop)[0].landmarks)
-    ratio = float(np.median([thickness(rendered.faces[i].landmarks) for i in open_frames(rendered)]) / rest)
+    ratio = lip_thickness_ratio(rendered, analyzer)
     assert ratio >= MIN_LIP_THICKNESS, ratio
 
 
 # --- eyes
-
-
-def closed_eye_ratio(rendered: Rendered) -> float:
-    """Re-detected eye opening at full blink over its median (mean over the fully closed frames)."""
-    closed = rendered.coefficients[:, BLINK] >= 0.999
-    assert closed.any(), "no full blink in the clip"
-    return float(rendered.eyes_open[closed].mean() / np.median(rendered.eyes_open))
 
 
 @pytest.mark.parametrize("case", ["heldout", pytest.param("hopper", marks=pytest.mark.slow)])
@@ -283,36 +200,6 @@ def test_blink_closes_the_eye(case: str, request: pytest.FixtureRequest) -> None
 
 
 # --- background and chunk boundaries
-
-
-def background_shift(crop: np.ndarray, frames: np.ndarray, person: np.ndarray) -> float:
-    """95th percentile of the phase-correlation shift of textured background patches beside the person."""
-    size = crop.shape[0]
-    kernel = np.ones((3, 3), np.uint8)
-    near = cv2.dilate(person.astype(np.uint8), kernel, iterations=size // 16) > 0
-    clear = ~(cv2.dilate(person.astype(np.uint8), kernel, iterations=size // 40) > 0)
-    half = size // 32
-    window = cv2.createHanningWindow((2 * half, 2 * half), cv2.CV_64F)
-    centres = [
-        (x, y)
-        for y in range(half, size - half, half)
-        for x in range(half, size - half, half)
-        if near[y, x] and clear[y - half : y + half, x - half : x + half].all()
-    ]
-    assert len(centres) >= 8, len(centres)
-    grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY).astype(np.float64)
-    shifts = []
-    for frame in frames:
-        moved = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float64)
-        for x, y in centres:
-            a = grey[y - half : y + half, x - half : x + half]
-            b = moved[y - half : y + half, x - half : x + half]
-            # A flat patch has no measurable shift; one the head has moved over is covered, not slid.
-            if a.std() < 4 or (np.abs(b - a) > 40).any():
-                continue
-            (dx, dy), _ = cv2.phaseCorrelate(a, b, window)
-            shifts.append(np.hypot(dx, dy))
-    return float(np.percentile(shifts, 95))
 
 
 @pytest.fixture(scope="module")
@@ -332,28 +219,6 @@ def test_background_beside_the_head_stays(swaying: tuple[WarpEngine, WarpPrepare
     person = SEGMENTER.person_mask(prepared.crop)
     shift = background_shift(prepared.crop, frames[::2], person)
     assert shift < MAX_BACKGROUND_SHIFT_PX, shift
-
-
-def boundary_and_inner_differences(
-    engine: WarpEngine, prepared: WarpPrepared, frames: np.ndarray
-) -> tuple[float, float]:
-    """Max mean abs difference of still pixels between consecutive decoded frames: across a chunk
-    boundary, and within chunks (each chunk encoded as its own segment, as the worker does)."""
-    chunks = engine.plan(prepared)
-    decoded = []
-    for chunk in chunks:
-        data = encode_segment(np.ascontiguousarray(frames[chunk.start : chunk.stop]), FPS)
-        with av.open(io.BytesIO(data)) as container:
-            decoded += [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    video = np.stack(decoded).astype(np.float32)
-    # Pixels that never change, one macroblock away from any that do.
-    still = (frames == frames[:1]).all(axis=(0, 3))
-    still = cv2.erode(still.astype(np.uint8), np.ones((33, 33), np.uint8)) > 0
-    assert still.mean() > 0.15, still.mean()
-    steps = np.abs(np.diff(video, axis=0))[:, still].mean(axis=(1, 2))
-    boundary = np.array([chunk.start - 1 for chunk in chunks[1:]])
-    inner = np.setdiff1d(np.arange(len(steps)), boundary)
-    return float(steps[boundary].max()), float(steps[inner].max())
 
 
 @pytest.mark.slow

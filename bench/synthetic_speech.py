@@ -1,4 +1,4 @@
-"""Synthetic speech with known phoneme classes, for the viseme checks (no recordings, no weights).
+"""Synthetic speech with known phoneme classes, for the viseme figures (no recordings, no weights).
 
 Vowels are a 140 Hz pulse train through three formant resonators (Peterson & Barney's adult
 averages); "m" is a weak, low murmur; "f" is weak noise flat from 1 to 8 kHz; "s" is stronger noise
