@@ -60,7 +60,7 @@ MIN_LIP_THICKNESS = 0.75
 MAX_CLOSED_EYE_RATIO = 0.55
 MAX_BACKGROUND_SHIFT_PX = 1.0
 MIN_EE_OVER_OO = 1.3
-MAX_BOUNDARY_EXCESS = 0.1
+MAX_BOUNDARY_EXCESS = 0.05
 """Grey levels by which still pixels may change more across a chunk boundary than within a chunk."""
 
 SEGMENTER = MediaPipeSegmenter()
