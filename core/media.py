@@ -326,8 +326,17 @@ def _check_frame_size(width: int, height: int, limits: VideoLimits) -> None:
 # --- output video
 
 
-def encode_segment(frames: npt.NDArray[np.uint8], fps: float, crf: int = 18) -> bytes:
-    """H.264 (libx264, yuv420p, no B-frames so segments remux without reordering) MP4 of ``(F, H, W, 3)``."""
+def encode_segment(frames: npt.NDArray[np.uint8], fps: float, qp: int = 20) -> bytes:
+    """H.264 (libx264, yuv420p, no B-frames so segments remux without reordering) MP4 of ``(F, H, W, 3)``.
+
+    Every segment starts with a keyframe, so segment joins are where a video can pulse: a keyframe
+    re-codes the still background that the frames before it had carried over. Hence a constant
+    quantizer (``qp``; CRF sets each keyframe's quality from the frames after it) and near-lossless
+    keyframes (``ipratio=6``: qp about 4 at qp 20), so that two keyframes of the same still pixels
+    decode alike. On the warp engine's sample renders the still background changes by <= 0.035 grey
+    levels at a join, as much as between frames within a segment (CRF 18: 0.44-0.71), with a lower
+    error than CRF 18, for about 1.7 times the bytes.
+    """
     import av
 
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
@@ -339,7 +348,13 @@ def encode_segment(frames: npt.NDArray[np.uint8], fps: float, crf: int = 18) -> 
     with av.open(buffer, mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=fps_fraction(fps))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "veryfast", "bf": "0", "threads": "2"}
+        stream.options = {
+            "qp": str(qp),
+            "x264-params": "ipratio=6.0",
+            "preset": "veryfast",
+            "bf": "0",
+            "threads": "2",
+        }
         for frame in frames:
             for packet in stream.encode(
                 av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")

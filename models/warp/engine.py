@@ -35,9 +35,11 @@ from models.face import (
     select_face,
     transform_points,
 )
-from models.warp.motion import MotionState, advance, initial_state, mouth_targets
+from models.warp.matte import MediaPipeSegmenter, PersonSegmenter, build_matte, person_mask
+from models.warp.motion import MotionState, advance, initial_state
 from models.warp.options import WarpOptions
 from models.warp.rig import Rig, build_rig
+from models.warp.visemes import viseme_targets
 
 MIN_SIZE, MAX_SIZE = 64, 2048
 
@@ -51,7 +53,7 @@ class WarpPrepared:
             (``size`` for ``framing="crop"``, the pasted-back photo size for ``"full"``).
         crop: uint8 ``(size, size, 3)`` the portrait crop that every frame warps.
         rig: control points and bases of the crop.
-        mouth_targets: float64 ``(num_frames, 3)``; energy: float64 ``(num_frames,)``.
+        mouth_targets: float64 ``(num_frames, 4)`` jaw / wide / round / tuck (``models.warp.visemes``); energy: float64 ``(num_frames,)``.
         noise: float64 ``(num_frames, 5)`` head-drift draws.
         paste: paste-back into the photo, or None for ``framing="crop"``.
     """
@@ -75,6 +77,7 @@ class WarpEngine:
 
     Args:
         analyzer: face analysis; a ``MediaPipeFaceAnalyzer`` by default.
+        segmenter: person segmentation for the matte that keeps the background still; a ``MediaPipeSegmenter`` by default.
         chunk_seconds: length of a chunk of ``plan``.
         device: accepted for the worker's sake and ignored: the warp engine runs on the CPU.
         weights_dir: likewise ignored: the warp engine has no weights.
@@ -87,17 +90,20 @@ class WarpEngine:
         self,
         analyzer: FaceAnalyzer | None = None,
         chunk_seconds: float = 2.0,
+        segmenter: PersonSegmenter | None = None,
         device: str | None = None,
         weights_dir: str | Path | None = None,
     ) -> None:
         if chunk_seconds <= 0:
             raise ValueError(f"chunk_seconds must be > 0, got {chunk_seconds}")
         self.analyzer: FaceAnalyzer = analyzer or MediaPipeFaceAnalyzer()
+        self.segmenter: PersonSegmenter = segmenter or MediaPipeSegmenter()
         self.chunk_seconds = chunk_seconds
 
     def warmup(self) -> None:
         """Build the mediapipe graphs and run one warp, so the first job pays no start-up cost."""
         self.analyzer.detect(np.zeros((64, 64, 3), dtype=np.uint8))
+        self.segmenter.person_mask(np.zeros((64, 64, 3), dtype=np.uint8))
         size = 64
         ring = np.linspace(0, 2 * np.pi, 478, endpoint=False)
         fake = np.stack([32 + 14 * np.cos(ring * 7), 32 + 16 * np.sin(ring * 5), np.zeros(478)], axis=1)
@@ -131,7 +137,9 @@ class WarpEngine:
             landmarks = face_from_landmarks(
                 np.concatenate([moved, face.landmarks[:, 2:] * scale], 1)
             ).landmarks
-        rig = build_rig(landmarks, size)
+        # The person is laid over a still background: the background next to the head does not slide.
+        mask = person_mask(self.segmenter.person_mask(crop.image), landmarks)
+        rig = build_rig(landmarks, size, crop.image, build_matte(crop.image, mask))
 
         # 3. Audio features and head-drift noise for every frame.
         num_frames = num_frames_for(inputs.duration_s, params.fps)
@@ -148,7 +156,7 @@ class WarpEngine:
             width=width,
             crop=crop.image,
             rig=rig,
-            mouth_targets=mouth_targets(features),
+            mouth_targets=viseme_targets(inputs.audio, inputs.sample_rate, params.fps, features),
             energy=features.energy.astype(np.float64),
             noise=noise,
             seed=int(params.seed),
@@ -160,7 +168,7 @@ class WarpEngine:
         return even_chunks(prepared.num_frames, max(1, round(self.chunk_seconds * prepared.fps)))
 
     def coefficients(self, prepared: WarpPrepared, state: MotionState, count: int) -> np.ndarray:
-        """Advance ``state`` by ``count`` frames; ``(count, 9)`` rig coefficients."""
+        """Advance ``state`` by ``count`` frames; ``(count, 10)`` rig coefficients."""
         return np.stack(
             [
                 advance(

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.audio import AudioFeatures
-
 MOUTH_ATTACK_S = 0.025
 MOUTH_RELEASE_S = 0.05
 """One-pole smoothing of the mouth coefficients (opening is faster than closing)."""
@@ -38,7 +36,7 @@ class MotionState:
     """What the next frame needs from the previous ones (float64 array + counters)."""
 
     frame: int
-    mouth: np.ndarray  # (3,) jaw, wide, round
+    mouth: np.ndarray  # (4,) jaw, wide, round, tuck
     activity: float
     drift: np.ndarray  # (5,)
     head: np.ndarray  # (5,) position
@@ -62,7 +60,10 @@ class MotionState:
     def from_parts(cls, arrays: dict[str, np.ndarray], meta: dict[str, int]) -> MotionState:
         return cls(
             frame=int(meta["frame"]),
-            mouth=np.asarray(arrays["mouth"], dtype=np.float64).copy(),
+            # A carry written before the tuck target existed has three mouth values.
+            mouth=np.pad(
+                np.asarray(arrays["mouth"], dtype=np.float64), (0, max(0, 4 - len(arrays["mouth"])))
+            ),
             activity=float(arrays["scalars"][0]),
             drift=np.asarray(arrays["drift"], dtype=np.float64).copy(),
             head=np.asarray(arrays["head"], dtype=np.float64).copy(),
@@ -80,7 +81,7 @@ def initial_state(seed: int) -> MotionState:
     first = float(_blink_rng(seed, 0).uniform(*FIRST_BLINK_S))
     return MotionState(
         frame=0,
-        mouth=np.zeros(3),
+        mouth=np.zeros(4),
         activity=0.0,
         drift=np.zeros(5),
         head=np.zeros(5),
@@ -105,16 +106,6 @@ def blink_profile(elapsed: float) -> float:
     return x * x * (3 - 2 * x)
 
 
-def mouth_targets(features: AudioFeatures) -> np.ndarray:
-    """``(F, 3)`` jaw / wide / round targets: open with energy, shaped by the formant proxies."""
-    energy = features.energy.astype(np.float64)
-    low, high, fricative = features.low_formant, features.high_formant, features.fricative
-    jaw = energy**0.8 * (0.6 + 0.4 * low) * (1 - 0.5 * fricative)
-    wide = energy * high * (1 - 0.5 * low)
-    rounded = energy * (1 - high) * (1 - low)
-    return np.clip(np.stack([jaw, wide, rounded], axis=1), 0.0, 1.0)
-
-
 def advance(
     state: MotionState,
     targets: np.ndarray,
@@ -125,10 +116,10 @@ def advance(
     head_motion: float,
     crop_size: int,
 ) -> np.ndarray:
-    """Advance ``state`` by one frame (in place) and return that frame's ``(9,)`` rig coefficients.
+    """Advance ``state`` by one frame (in place) and return that frame's ``(10,)`` rig coefficients.
 
     Args:
-        targets: ``(F, 3)`` from ``mouth_targets``.
+        targets: ``(F, 4)`` from ``models.warp.visemes.viseme_targets``.
         energy: ``(F,)`` speech energy 0..1.
         noise: ``(F, 5)`` standard normal draws for the head drift (fixed per job and seed).
     """

@@ -10,20 +10,26 @@ fixed points on the crop border (the background stays put).
 Dense warp: the control points are triangulated once (Delaunay) and a coarse grid of about 128 x 128
 points gets its piecewise-affine (barycentric) weights, so a frame's grid displacement is a single
 ``(grid, K) @ (K,)`` product. The backward map is the fixed-point inverse of that forward field,
-upsampled to full resolution and applied with ``cv2.remap``. Where the lips part, the tear between
-the upper teeth line and the lower lip is painted with a dark mouth interior.
+upsampled to full resolution and applied with ``cv2.remap``. Where the lips part, the opening between
+the moved inner lips is painted with teeth, tongue and throat (``models.warp.mouth``). The lips move
+as bodies (every mesh point between an inner and an outer lip line takes the inner line's motion),
+so they keep their thickness when the jaw drops.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
-COEFFICIENTS = ("jaw", "wide", "round", "blink", "yaw", "pitch", "roll", "shift_x", "shift_y")
-"""Per-frame coefficients: jaw/wide/round/blink in 0..1; yaw/pitch/roll in radians; shifts in crop px."""
+from models.warp.eyes import Eyelids
+from models.warp.matte import Matte, remap
+from models.warp.mouth import MouthInterior, build_mouth
+
+COEFFICIENTS = ("jaw", "wide", "round", "tuck", "blink", "yaw", "pitch", "roll", "shift_x", "shift_y")
+"""Per-frame coefficients: jaw/wide/round/tuck/blink in 0..1; yaw/pitch/roll in radians; shifts in crop px."""
 
 # mediapipe mesh topology (left to right in the image for a frontal face).
 INNER_UPPER_LIP = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
@@ -37,17 +43,24 @@ EYES = (
     ((362, 398, 384, 385, 386, 387, 388, 466, 263), (362, 382, 381, 380, 374, 373, 390, 249, 263)),
 )
 CHEEKS, FOREHEAD, CHIN = (234, 454), 10, 152
+MESH_POINTS = 478
+IRIS = slice(468, 478)
 
 JAW_OPEN = 0.27
 """Lower lip drop at jaw=1, as a fraction of the mouth width."""
 LIP_SPREAD = 0.10
-LIP_ROUND = 0.12
+LIP_ROUND = 0.16
 """Mouth corner travel at wide=1 / round=1, as a fraction of the mouth width."""
+TUCK_INNER, TUCK_OUTER, TUCK_UPPER = 0.03, 0.01, 0.05
+"""At tuck=1 the lower lip's inner / outer edge rises and the upper lip lifts by these fractions of
+the mouth width."""
+TUCK, BLINK = COEFFICIENTS.index("tuck"), COEFFICIENTS.index("blink")
 RING_HEAD_WEIGHT = 0.35
 """How much the ellipse of points around the head (hair, ears, neck) follows the head motion."""
+BLINK_TRAVEL = 0.8
+"""How far the warp slides the upper lid onto the lower one at blink=1; the lid is painted the rest of
+the way (models.warp.eyes): a warp squeezed further folds and rings the iris."""
 NEWTON_STEPS = 3
-MOUTH_COLOR = np.array([30.0, 11.0, 13.0], dtype=np.float32)
-"""Mouth interior. Kept flat and dark: a lit tongue reads as closed lips to a landmark detector."""
 
 
 def _smoothstep(x: np.ndarray) -> np.ndarray:
@@ -66,6 +79,8 @@ class Rig:
         grid_bases: float32 ``(Gh, Gw, 2, K)`` the same, interpolated on the coarse grid.
         step: grid spacing in pixels.
         teeth_line: indices into ``points`` of the upper-jaw points above the lower inner lip.
+        mouth: tones and teeth of the mouth interior (``models.warp.mouth``).
+        matte: person alpha and background plate, or None to warp the background too.
     """
 
     size: int
@@ -74,6 +89,16 @@ class Rig:
     grid_bases: np.ndarray
     step: int
     teeth_line: np.ndarray
+    mouth: MouthInterior
+    matte: Matte | None = None
+    _grid: np.ndarray | None = field(default=None, init=False, repr=False)
+
+    def _pixel_grid(self) -> np.ndarray:
+        """float32 ``(size, size, 2)``: each pixel's own (x, y)."""
+        if self._grid is None:
+            axis = np.arange(self.size, dtype=np.float32)
+            self._grid = np.stack(np.meshgrid(axis, axis), axis=2)
+        return self._grid
 
     def displaced_points(self, coefficients: np.ndarray) -> np.ndarray:
         """``(N, 2)`` control points of a frame."""
@@ -89,61 +114,46 @@ class Rig:
         # Backward map: solve q + forward(q) = p for q on the grid with Newton steps. (A plain
         # fixed-point iteration crawls where the warp squeezes hard, e.g. a closing eyelid.)
         d_dy, d_dx = np.gradient(forward, axis=(0, 1))
-        jacobian = np.concatenate([d_dx / step, d_dy / step], axis=2)  # dfx/dx, dfy/dx, dfx/dy, dfy/dy
-        jacobian[..., 0] += 1.0
-        jacobian[..., 3] += 1.0
+        # One 6-channel field: fx, fy and the Jacobian dfx/dx, dfy/dx, dfx/dy, dfy/dy.
+        field = np.concatenate([forward, d_dx / step, d_dy / step], axis=2)
+        field[..., 2] += 1.0
+        field[..., 5] += 1.0
         q_x = grid_x - forward[..., 0]
         q_y = grid_y - forward[..., 1]
         for _ in range(NEWTON_STEPS):
             sample_x = (q_x + 0.5) / step - 0.5
             sample_y = (q_y + 0.5) / step - 0.5
-            d = cv2.remap(forward, sample_x, sample_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            j = cv2.remap(jacobian, sample_x, sample_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            r_x = grid_x - q_x - d[..., 0]
-            r_y = grid_y - q_y - d[..., 1]
-            det = np.maximum(j[..., 0] * j[..., 3] - j[..., 1] * j[..., 2], 0.05)
-            q_x = q_x + (j[..., 3] * r_x - j[..., 2] * r_y) / det
-            q_y = q_y + (j[..., 0] * r_y - j[..., 1] * r_x) / det
+            f = cv2.remap(field, sample_x, sample_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            r_x = grid_x - q_x - f[..., 0]
+            r_y = grid_y - q_y - f[..., 1]
+            det = np.maximum(f[..., 2] * f[..., 5] - f[..., 3] * f[..., 4], 0.05)
+            q_x = q_x + (f[..., 5] * r_x - f[..., 4] * r_y) / det
+            q_y = q_y + (f[..., 2] * r_y - f[..., 3] * r_x) / det
         backward = np.stack([grid_x - q_x, grid_y - q_y], axis=2)
         dense = cv2.resize(backward, (size, size), interpolation=cv2.INTER_LINEAR) if step > 1 else backward
-        base = np.arange(size, dtype=np.float32)
-        map_x = base[None, :] - dense[..., 0]
-        map_y = base[:, None] - dense[..., 1]
-        frame = cv2.remap(crop, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        self._paint_mouth(frame, self.displaced_points(coefficients))
+        sample_map = self._pixel_grid() - dense
+        if self.matte is None:
+            frame = remap(crop, sample_map)
+        else:
+            frame = self.matte.composite(crop, sample_map)
+        moved = self.displaced_points(coefficients)
+        self.mouth.paint(frame, moved[:MESH_POINTS], self.points[:MESH_POINTS])
+        Eyelids().paint(frame, moved[:MESH_POINTS], float(coefficients[BLINK]))
         return frame
 
-    def _paint_mouth(self, frame: np.ndarray, moved: np.ndarray) -> None:
-        """Dark interior between the teeth line and the lower inner lip, where the lips have parted."""
-        top = moved[self.teeth_line]
-        bottom = moved[list(INNER_LOWER_LIP[1:-1])][::-1]
-        corners = moved[[INNER_LOWER_LIP[0], INNER_LOWER_LIP[-1]]]
-        polygon = np.concatenate([corners[:1], top, corners[1:], bottom])
-        gap = float(np.max(bottom[::-1, 1] - top[:, 1]))
-        if gap < 0.5:
-            return
-        x0, y0 = np.floor(polygon.min(axis=0)).astype(int) - 3
-        x1, y1 = np.ceil(polygon.max(axis=0)).astype(int) + 4
-        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(self.size, x1), min(self.size, y1)
-        if x1 <= x0 or y1 <= y0:
-            return
-        mask = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
-        shift = 3
-        vertices = np.round((polygon - (x0, y0)) * (1 << shift)).astype(np.int32)
-        cv2.fillPoly(mask, [vertices], (255,), lineType=cv2.LINE_AA, shift=shift)
-        soft = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), sigmaX=max(0.6, self.size / 400))
-        # A thin opening is a shadow more than a hole: fade in over the first few pixels of gap.
-        alpha = (soft * 0.95 * min(1.0, gap / max(2.0, self.size / 128)))[..., None]
-        region = frame[y0:y1, x0:x1].astype(np.float32)
-        frame[y0:y1, x0:x1] = np.clip(region + (MOUTH_COLOR - region) * alpha + 0.5, 0, 255).astype(np.uint8)
 
-
-def build_rig(landmarks: np.ndarray, size: int) -> Rig:
+def build_rig(
+    landmarks: np.ndarray, size: int, crop: np.ndarray | None = None, matte: Matte | None = None
+) -> Rig:
     """Build the rig of a crop.
 
     Args:
         landmarks: float ``(478, 3)`` face mesh in crop pixels (z scaled like x).
         size: crop side.
+        crop: uint8 ``(size, size, 3)`` the portrait crop, for the mouth interior's tones and teeth
+            (None: neutral tones, for warm-up).
+        matte: the person matte (``models.warp.matte``) that keeps the background still; None: the
+            background is warped with the rest.
     """
     mesh = np.asarray(landmarks, dtype=np.float64)
     xy, z = mesh[:, :2], mesh[:, 2]
@@ -202,8 +212,28 @@ def build_rig(landmarks: np.ndarray, size: int) -> Rig:
     sideways = np.exp(-(((xy[:, 0] - mouth_cx) / (0.42 * face_width)) ** 4))
     # The lower lip drops most in the middle: an open mouth is rounded, not a box.
     from_centre = np.clip(np.abs(xy[:, 0] - mouth_cx) / (0.5 * mouth_width), 0.0, 1.0)
+    # The lips move as bodies (keeping their thickness): every mesh point between the inner and the
+    # outer lip line (and a little beyond the outer one) takes the drop of the inner lip above/below it.
+    lip_drop = jaw_px * sideways * (1 - 0.55 * from_centre**2)
+    corners_x = np.sort(xy[[MOUTH_CORNERS[0], MOUTH_CORNERS[1]], 0])
+    within = (xy[:, 0] > corners_x[0]) & (xy[:, 0] < corners_x[1])
+    lip_margin = 0.06 * mouth_width
+
+    def line_y(indices: tuple[int, ...]) -> np.ndarray:
+        line = xy[list(indices)]
+        order_ = np.argsort(line[:, 0])
+        return np.interp(xy[:, 0], line[order_, 0], line[order_, 1])
+
+    inner_low, outer_low = line_y(INNER_LOWER_LIP), line_y(OUTER_LOWER_LIP)
+    inner_up, outer_up = line_y(INNER_UPPER_LIP), line_y(OUTER_UPPER_LIP)
+    lower_body = within & (xy[:, 1] >= inner_low - 0.5) & (xy[:, 1] <= outer_low + lip_margin)
+    upper_body = within & (xy[:, 1] <= inner_up + 0.5) & (xy[:, 1] >= outer_up - lip_margin)
+    bases[:n_mesh, 1, 0] = np.where(
+        lower_body, np.maximum(lip_drop, bases[:n_mesh, 1, 0]), bases[:n_mesh, 1, 0]
+    )
+    bases[:n_mesh, 1, 0] = np.where(upper_body & ~lower_body, -0.12 * jaw_px, bases[:n_mesh, 1, 0])
     for index in (*INNER_LOWER_LIP[1:-1], *OUTER_LOWER_LIP[1:-1]):
-        bases[index, 1, 0] = jaw_px * sideways[index] * (1 - 0.55 * from_centre[index] ** 2)
+        bases[index, 1, 0] = lip_drop[index]
     for index in (*INNER_UPPER_LIP[1:-1], *OUTER_UPPER_LIP[1:-1]):
         bases[index, 1, 0] = -0.12 * jaw_px
     for index in MOUTH_CORNERS:
@@ -224,6 +254,23 @@ def build_rig(landmarks: np.ndarray, size: int) -> Rig:
     # Rounded lips part a little.
     bases[:, 1, 2] += 0.3 * bases[:, 1, 0] / max(jaw_px, 1e-6) * LIP_ROUND * mouth_width
 
+    # tuck ("f", "v"): the lower lip rolls up under the upper teeth (its inner edge rises more than its
+    # outer one) and the upper lip lifts a little, showing the teeth resting on the lower lip.
+    fade = 1 - 0.5 * from_centre**2
+    depth_in_lip = np.clip((xy[:, 1] - inner_low) / np.maximum(outer_low - inner_low, 1.0), 0.0, 1.0)
+    rise = TUCK_INNER * (1 - depth_in_lip) + TUCK_OUTER * depth_in_lip
+    bases[:n_mesh, 1, TUCK] = np.where(lower_body, -rise * mouth_width * fade, 0.0)
+    bases[:n_mesh, 1, TUCK] = np.where(
+        upper_body & ~lower_body, -TUCK_UPPER * mouth_width, bases[:n_mesh, 1, TUCK]
+    )
+    for index in INNER_LOWER_LIP[1:-1]:
+        bases[index, 1, TUCK] = -TUCK_INNER * mouth_width * fade[index]
+    for index in OUTER_LOWER_LIP[1:-1]:
+        bases[index, 1, TUCK] = -TUCK_OUTER * mouth_width * fade[index]
+    for index in (*INNER_UPPER_LIP[1:-1], *OUTER_UPPER_LIP[1:-1]):
+        bases[index, 1, TUCK] = -TUCK_UPPER * mouth_width
+    bases[teeth_slice, :, TUCK] = bases[upper_inner, :, TUCK]
+
     # blink: the upper lid slides down onto the lower lid; skin above it stretches, the eye
     # opening (iris included) is squeezed towards the lower lid.
     for upper_lid, lower_lid in EYES:
@@ -242,7 +289,7 @@ def build_rig(landmarks: np.ndarray, size: int) -> Rig:
         profile = np.zeros(n_mesh)
         profile[above] = (py[above] - brow_y[above]) / (upper_y[above] - brow_y[above])
         profile[between] = (lower_y[between] - py[between]) / np.maximum(gap[between], 1e-6)
-        bases[:n_mesh, 1, 3] += np.where(inside, 0.9 * gap * profile, 0.0)
+        bases[:n_mesh, 1, BLINK] += np.where(inside, BLINK_TRAVEL * gap * profile, 0.0)
 
     # head: small rotations (linearised) and shifts; mesh points follow fully, the ring partly.
     weight = np.zeros(len(points))
@@ -255,17 +302,33 @@ def build_rig(landmarks: np.ndarray, size: int) -> Rig:
     depth[n_mesh:] = axis_z - float(z[list(CHEEKS)].mean())
     depth[teeth_slice] = axis_z - z[lower_inner]
     pivot = np.array([centre[0], float(xy[CHIN, 1]) + 0.3 * lower_height])
-    bases[:, 0, 4] = weight * depth
-    bases[:, 1, 5] = weight * depth
-    bases[:, 0, 6] = -weight * (points[:, 1] - pivot[1])
-    bases[:, 1, 6] = weight * (points[:, 0] - pivot[0])
-    bases[:, 0, 7] = weight
-    bases[:, 1, 8] = weight
+    yaw, pitch, roll, shift_x, shift_y = range(BLINK + 1, BLINK + 6)
+    bases[:, 0, yaw] = weight * depth
+    bases[:, 1, pitch] = weight * depth
+    bases[:, 0, roll] = -weight * (points[:, 1] - pivot[1])
+    bases[:, 1, roll] = weight * (points[:, 0] - pivot[0])
+    bases[:, 0, shift_x] = weight
+    bases[:, 1, shift_y] = weight
 
     step = max(1, round(size / 128))
-    grid_bases = _grid_bases(points, bases, size, step)
+    # The iris points stay out of the triangulation: thin triangles between them and the lids would
+    # fold during a blink and leave the iris outline floating on the closed lid.
+    triangulated = np.ones(len(points), bool)
+    triangulated[IRIS] = False
+    grid_bases = _grid_bases(points[triangulated], bases[triangulated], size, step)
+    if matte is not None and matte.alpha.shape != (size, size):
+        raise ValueError(f"the matte must be {size} x {size}, got {matte.alpha.shape}")
     teeth_line = np.arange(teeth_slice.start, teeth_slice.stop)
-    return Rig(size=size, points=points, bases=bases, grid_bases=grid_bases, step=step, teeth_line=teeth_line)
+    return Rig(
+        size=size,
+        points=points,
+        bases=bases,
+        grid_bases=grid_bases,
+        step=step,
+        teeth_line=teeth_line,
+        mouth=build_mouth(crop, xy),
+        matte=matte,
+    )
 
 
 def _grid_bases(points: np.ndarray, bases: np.ndarray, size: int, step: int) -> np.ndarray:
