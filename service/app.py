@@ -32,7 +32,7 @@ from models.registry import engine_spec
 from service.auth import ApiKeyRegistry
 from service.deps import Authenticator, PortraitCheck, Services
 from service.middleware import BodySizeLimit, HeadSizeLimit
-from service.routes import downloads, engines, health, videos
+from service.routes import downloads, engines, health, previews, videos
 
 log = logging.getLogger("parla.api")
 
@@ -184,6 +184,7 @@ def create_app(
     app.include_router(videos.router)
     app.include_router(engines.router)
     app.include_router(downloads.router)
+    app.include_router(previews.router)
     app.include_router(health.router)
     app.add_middleware(
         BodySizeLimit, max_bytes=settings.max_request_bytes, idle_timeout_s=settings.http_body_timeout_s
