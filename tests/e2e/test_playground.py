@@ -1,0 +1,80 @@
+"""The playground in a real headless Chromium against a real stack with API keys: the form comes from
+``GET /v1/engines``, a job renders, the live preview plays before the job ends, then the result."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from service.stack import Stack
+from tests.e2e.browser import Chromium
+from tests.media import image_bytes, wav_bytes
+
+pytestmark = pytest.mark.e2e
+
+KEY = "playground-test-key-0123456789"
+CHROMIUM = Chromium.find()
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="!!! NO CHROMIUM: the playground browser test did not run. Install Debian's package "
+    "(`make chromium` as root, or `apt-get install chromium`) !!!",
+)
+def test_playground_renders_a_job_with_a_live_preview_and_plays_the_result(tmp_path: Path) -> None:
+    assert CHROMIUM is not None
+    image, audio = tmp_path / "portrait.png", tmp_path / "speech.wav"
+    image.write_bytes(image_bytes(256, 256))
+    audio.write_bytes(wav_bytes(3.0))
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PARLA_")},
+        "PARLA_ENGINE": "test",
+        "PARLA_API_KEYS": f"play:{KEY}",
+        "PARLA_FACE_CHECK": "false",
+        # 75 frames in 8 chunks, slow enough that the preview shows chunks before the job ends.
+        "PARLA_ENGINE_CONFIG": json.dumps({"chunk_frames": 10, "frame_delay_s": 0.08}),
+    }
+    with (
+        Stack(env, workers=1, state_dir=tmp_path / "stack") as stack,
+        Chromium(CHROMIUM, tmp_path / "profile") as browser,
+    ):
+        browser.navigate(f"{stack.base_url}/playground/")
+        refused = browser.wait_for("window.parlaPlayground.log.find((e) => e.type === 'error')")
+        assert refused["code"] == "unauthorized"  # no key yet
+        browser.evaluate(
+            f"(() => {{ const input = document.getElementById('api-key'); input.value = {json.dumps(KEY)};"
+            " input.dispatchEvent(new Event('change')); })()"
+        )
+        engines = browser.wait_for("window.parlaPlayground.log.find((e) => e.type === 'engines')")
+        assert engines["names"] == ["test"]
+        assert browser.evaluate("document.getElementById('engine').value") == "test"
+        browser.set_files("#image", image)
+        browser.set_files("#audio", audio)
+        browser.evaluate("document.getElementById('size').value = '128'")
+        browser.evaluate("document.getElementById('submit').click()")
+
+        ended = browser.wait_for(
+            "window.parlaPlayground.log.find((e) => ['result', 'result-error', 'failed', 'canceled'].includes(e.type))",
+            timeout_s=120,
+        )
+        log = browser.evaluate("window.parlaPlayground.log")
+        browser.screenshot(tmp_path / "playground.png")
+        assert ended["type"] == "result", log
+        submitted = next(i for i, event in enumerate(log) if event["type"] == "submitted")
+        assert not [event for event in log[submitted:] if event["type"].endswith("error")], log
+        previews = [event for event in log if event["type"] == "preview"]
+        live = [event for event in previews if event["status"] == "running"]
+        assert live, log  # the preview played while the job was still rendering
+        assert all(e["readyState"] >= 2 and e["width"] == 128 and 0 < e["duration"] < 3.0 for e in live), live
+        durations = [e["duration"] for e in live]
+        assert durations == sorted(durations)  # the preview grows with the chunks
+        assert abs(ended["duration"] - 3.0) < 0.1 and ended["readyState"] >= 2
+        link = browser.evaluate(
+            "(() => { const a = document.getElementById('download'); return [a.hidden, a.href, a.download]; })()"
+        )
+        job_id = browser.evaluate("window.parlaPlayground.state.job.id")
+        assert link[0] is False and link[1].startswith("blob:") and link[2] == f"{job_id}.mp4"
+        assert browser.evaluate("document.getElementById('status').textContent").startswith("succeeded")
