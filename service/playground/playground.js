@@ -4,7 +4,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { engines: [], recorded: null, job: null, shownChunks: 0, previewBusy: false, firstSeen: null };
+const state = { engines: [], recorded: null, sample: null, job: null, shownChunks: 0, previewBusy: false, firstSeen: null };
 // What happened, for people debugging and for the browser test.
 window.parlaPlayground = { log: [], state };
 
@@ -158,6 +158,13 @@ async function toggleRecording() {
   }
 }
 
+async function useSample() {
+  const fetchFile = async (name, type) => new File([await (await fetch(`sample/${name}`)).blob()], name, { type });
+  state.sample = { image: await fetchFile("portrait.jpg", "image/jpeg"), audio: await fetchFile("speech.ogg", "audio/ogg") };
+  $("sample-state").textContent = "sample chosen: portrait.jpg + speech.ogg (used where no file is chosen)";
+  note("sample", {});
+}
+
 // --- a job ---------------------------------------------------------------------------------------
 
 function formatEta(seconds) {
@@ -167,8 +174,10 @@ function formatEta(seconds) {
 
 async function submit(event) {
   event.preventDefault();
-  const image = $("image").files[0];
-  const audio = $("audio").files[0] || (state.recorded && new File([state.recorded], "speech.webm", { type: state.recorded.type }));
+  const sample = state.sample || {};
+  const image = $("image").files[0] || sample.image;
+  const recorded = state.recorded && new File([state.recorded], "speech.webm", { type: state.recorded.type });
+  const audio = $("audio").files[0] || recorded || sample.audio;
   if (!image || !audio) { showStatus("Choose a portrait and a speech recording (or record one).", true); return; }
   const form = new FormData();
   form.append("image", image);
@@ -280,5 +289,6 @@ $("api-key").value = localStorage.getItem("parla-api-key") || "";
 $("api-key").addEventListener("change", () => { localStorage.setItem("parla-api-key", $("api-key").value.trim()); loadEngines(); });
 $("engine").addEventListener("change", renderEngineOptions);
 $("record").addEventListener("click", toggleRecording);
+$("use-sample").addEventListener("click", useSample);
 $("job-form").addEventListener("submit", submit);
 loadEngines();

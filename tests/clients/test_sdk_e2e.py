@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,7 +70,9 @@ def test_sync_client_submits_files_waits_with_progress_downloads_and_lists(
         assert job.id in [item.id for item in parla.iter_jobs(status="succeeded", page_size=1)]
 
 
-def test_data_urls_go_as_json_refusals_raise_api_errors_and_cancel_ends_the_wait(stack: Stack) -> None:
+def test_data_urls_go_as_json_refusals_raise_api_errors_previews_and_cancel(
+    stack: Stack, tmp_path: Path
+) -> None:
     audio = "data:audio/wav;base64," + base64.b64encode(wav_bytes(1.0)).decode()
     with Client(stack.base_url) as parla:
         job = parla.submit(image_bytes(200, 200), audio, size=64)  # bytes + a data: URL -> JSON body
@@ -81,7 +84,13 @@ def test_data_urls_go_as_json_refusals_raise_api_errors_and_cancel_ends_the_wait
         with pytest.raises(APIError) as missing:
             parla.get("vid_doesnotexist")
         assert missing.value.code == "job_not_found"
-        long = parla.submit(image_bytes(200, 200), wav_bytes(4.0), size=64)
+        long = parla.submit(image_bytes(200, 200), wav_bytes(10.0), size=64)  # 25 chunks
+        while parla.get(long.id).progress.chunks_done < 1:
+            time.sleep(0.05)
+        preview = parla.preview(long.id, tmp_path / "preview.mp4")
+        assert isinstance(preview, Path) and 0 < probe_video(preview).frames < 100
+        assert parla.thumbnail(long.id)[:2] == b"\xff\xd8"  # JPEG
+        assert parla.stream_url(long.id).endswith(f"/v1/videos/{long.id}/stream.m3u8")
         parla.cancel(long.id)
         with pytest.raises(JobFailed) as canceled:
             parla.wait(long.id, timeout_s=60)

@@ -247,7 +247,10 @@ class Client:
 
     def download(self, job_id: str, path: str | os.PathLike[str] | None = None) -> bytes | Path:
         """The finished MP4: written to ``path`` (returned) in blocks, or returned as bytes."""
-        response = self._send("GET", f"/v1/videos/{job_id}/video", stream=True)
+        return self._fetch(f"/v1/videos/{job_id}/video", path)
+
+    def _fetch(self, url: str, path: str | os.PathLike[str] | None) -> bytes | Path:
+        response = self._send("GET", url, stream=True)
         try:
             if path is None:
                 return response.read()
@@ -260,6 +263,18 @@ class Client:
             return target
         finally:
             response.close()
+
+    def preview(self, job_id: str, path: str | os.PathLike[str] | None = None) -> bytes | Path:
+        """The chunks rendered so far as one MP4 with the speech (``APIError`` 409 before the first)."""
+        return self._fetch(f"/v1/videos/{job_id}/preview.mp4", path)
+
+    def thumbnail(self, job_id: str) -> bytes:
+        """The first rendered frame as JPEG (``APIError`` 409 before the first chunk)."""
+        return self._send("GET", f"/v1/videos/{job_id}/thumbnail.jpg").content
+
+    def stream_url(self, job_id: str) -> str:
+        """The job's live HLS playlist, for a player (it needs this client's Authorization header)."""
+        return f"{self.settings.base_url}/v1/videos/{job_id}/stream.m3u8"
 
     def render(
         self,
@@ -411,7 +426,19 @@ class AsyncClient:
             await asyncio.sleep(poll.next_sleep(job))
 
     async def download(self, job_id: str, path: str | os.PathLike[str] | None = None) -> bytes | Path:
-        response = await self._send("GET", f"/v1/videos/{job_id}/video", stream=True)
+        return await self._fetch(f"/v1/videos/{job_id}/video", path)
+
+    async def preview(self, job_id: str, path: str | os.PathLike[str] | None = None) -> bytes | Path:
+        return await self._fetch(f"/v1/videos/{job_id}/preview.mp4", path)
+
+    async def thumbnail(self, job_id: str) -> bytes:
+        return (await self._send("GET", f"/v1/videos/{job_id}/thumbnail.jpg")).content
+
+    def stream_url(self, job_id: str) -> str:
+        return f"{self.settings.base_url}/v1/videos/{job_id}/stream.m3u8"
+
+    async def _fetch(self, url: str, path: str | os.PathLike[str] | None) -> bytes | Path:
+        response = await self._send("GET", url, stream=True)
         try:
             if path is None:
                 return await response.aread()
