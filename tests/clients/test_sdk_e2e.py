@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -162,10 +163,12 @@ def test_cli_render_status_list_cancel_engines(
 def test_cli_from_a_fresh_install_of_the_sdk_package_alone(
     stack: Stack, inputs: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    target = tmp_path / "site"
+    target, source = tmp_path / "site", tmp_path / "sdk-source"
+    # A copy: building in the checkout would leave build/ and *.egg-info behind there.
+    shutil.copytree(SDK_ROOT, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     install = subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-         "--target", str(target), str(SDK_ROOT)],
+         "--target", str(target), str(source)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert install.returncode == 0, install.stderr
