@@ -135,3 +135,43 @@ def test_webhook_verification_accepts_parlas_signature_and_refuses_tampering() -
         verify_webhook(secret, headers, body, now=1_000 + 301)
     with pytest.raises(WebhookVerificationError, match="missing"):
         verify_webhook(secret, {}, body, now=1_000)
+
+
+def test_download_follows_a_presigned_redirect_without_sending_the_key(tmp_path: Path) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.host == "parla.test":
+            return httpx.Response(307, headers={"Location": "https://bucket.s3.test/video.mp4?sig=1"})
+        return httpx.Response(200, content=b"mp4-bytes")
+
+    http = httpx.Client(
+        base_url="http://parla.test",
+        headers={"Authorization": "Bearer secret-key"},
+        transport=httpx.MockTransport(handler),
+    )
+    path = Client(http=http).download("vid_1", tmp_path / "v.mp4")
+    assert path == tmp_path / "v.mp4" and path.read_bytes() == b"mp4-bytes"
+    assert seen[0].headers["authorization"] == "Bearer secret-key"
+    assert "authorization" not in seen[1].headers  # the key stays with the API
+    assert not (tmp_path / "v.mp4.part").exists()
+
+
+def test_the_cli_progress_bar_estimates_the_time_left() -> None:
+    import io
+
+    from parla_client.cli import ProgressBar
+    from parla_client.models import Job
+
+    def running(done: int) -> Job:
+        progress = {"chunks_done": done // 10, "chunks_total": 10, "frames_done": done, "frames_total": 100}
+        return Job.from_json({**JOB, "status": "running", "progress": progress})
+
+    bar = ProgressBar(io.StringIO())
+    assert bar.eta_s(running(10), now=100.0) is None  # one observation: no rate yet
+    assert bar.eta_s(running(30), now=102.0) == pytest.approx(7.0)  # 10 frames/s, 70 left
+    bar.update(running(30))
+    assert isinstance(bar.stream, io.StringIO)
+    line = bar.stream.getvalue()
+    assert "vid_1 running" in line and "30%" in line and "3/10 chunks" in line and line.endswith("\n")
