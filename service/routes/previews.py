@@ -7,8 +7,9 @@ can be served while the job still renders. Two forms, both with the speech as AA
 - ``GET /v1/videos/{id}/stream.m3u8`` and ``/stream/{index}.ts``: an HLS ``EVENT`` playlist of the
   finished chunks, which gets ``#EXT-X-ENDLIST`` (and so plays as a VOD) once the job has ended.
   Each segment is the stored chunk remuxed (no re-encode) into MPEG-TS with its slice of the speech,
-  timestamps continuing from the previous chunk: what Safari, iOS, Android, hls.js, VLC and ffmpeg
-  play. Chromium and Firefox play HLS only through a player library.
+  timestamps continuing from the previous chunk: what Safari, iOS, Android, recent Chromium (its
+  own player; tested), hls.js, VLC and ffmpeg play. A ``<video src>`` sends no ``Authorization``
+  header, though, and Firefox plays HLS only through a player library.
 - ``GET /v1/videos/{id}/preview.mp4``: the finished chunks so far as one MP4 with the speech cut to
   them. Any ``<video>`` plays it without a library, which is why the playground uses it (it fetches
   it again as chunks arrive).

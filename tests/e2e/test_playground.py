@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from service.stack import Stack
@@ -115,3 +117,37 @@ def test_playground_sample_on_the_warp_engine_with_an_option_from_its_schema(tmp
         job = browser.evaluate("window.parlaPlayground.state.job")
         assert job["params"]["engine"] == "warp" and job["params"]["engine_options"] == {"head_motion": 0.8}
         browser.screenshot(tmp_path / "playground-warp.png")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="!!! NO CHROMIUM: the HLS browser test did not run !!!")
+def test_chromiums_own_hls_player_plays_the_live_stream_with_its_audio(tmp_path: Path) -> None:
+    """``stream.m3u8`` in a plain ``<video>`` (Chromium plays HLS natively): playing before the job ends."""
+    assert CHROMIUM is not None
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PARLA_")},
+        "PARLA_ENGINE": "test",
+        "PARLA_AUTH_DISABLED": "true",  # a <video src> sends no Authorization header
+        "PARLA_FACE_CHECK": "false",
+        "PARLA_ENGINE_CONFIG": json.dumps({"chunk_frames": 10, "frame_delay_s": 0.08}),
+    }
+    with (
+        Stack(env, workers=1, state_dir=tmp_path / "stack") as stack,
+        Chromium(CHROMIUM, tmp_path / "profile") as browser,
+        httpx.Client(base_url=stack.base_url, timeout=30) as api,
+    ):
+        files = {"image": ("p.png", image_bytes(200, 200)), "audio": ("a.wav", wav_bytes(4.0))}
+        job_id = api.post("/v1/videos", files=files, data={"size": "128"}).json()["id"]
+        deadline = time.monotonic() + 60
+        while api.get(f"/v1/videos/{job_id}").json()["progress"]["chunks_done"] < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        browser.navigate(f"{stack.base_url}/playground/")
+        browser.evaluate(
+            "(() => { const v = document.createElement('video'); v.id = 'hls'; v.muted = true;"
+            f" v.src = '/v1/videos/{job_id}/stream.m3u8'; document.body.append(v); v.play(); }})()"
+        )
+        browser.wait_for("document.getElementById('hls').currentTime > 0", timeout_s=60)
+        assert api.get(f"/v1/videos/{job_id}").json()["status"] == "running"  # playing while rendering
+        assert browser.evaluate("document.getElementById('hls').videoWidth") == 128
+        browser.wait_for("document.getElementById('hls').webkitAudioDecodedByteCount > 0", timeout_s=30)
+        assert not browser.evaluate("document.getElementById('hls').error")
