@@ -34,6 +34,8 @@ class Chromium:
                 "--no-first-run",
                 "--disable-extensions",
                 "--autoplay-policy=no-user-gesture-required",
+                "--use-fake-ui-for-media-stream",  # microphone allowed without a prompt...
+                "--use-fake-device-for-media-stream",  # ...and it is a generated tone
                 "--remote-debugging-port=0",
                 f"--user-data-dir={profile}",
                 "--window-size=1280,1000",

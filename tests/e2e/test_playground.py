@@ -83,6 +83,27 @@ def test_playground_renders_a_job_with_a_live_preview_and_plays_the_result(tmp_p
         assert link[0] is False and link[1].startswith("blob:") and link[2] == f"{job_id}.mp4"
         assert browser.evaluate("document.getElementById('status').textContent").startswith("succeeded")
 
+        # Speech recorded in the page (MediaRecorder on Chromium's fake microphone) renders too.
+        browser.evaluate("document.getElementById('audio').value = ''")  # no file: the recording is used
+        browser.evaluate("document.getElementById('record').click()")
+        browser.wait_for("document.getElementById('record').textContent === 'Stop'")
+        time.sleep(1.5)
+        browser.evaluate("document.getElementById('record').click()")
+        assert browser.wait_for(
+            "window.parlaPlayground.state.recorded && window.parlaPlayground.state.recorded.size"
+        )
+        results = len([event for event in log if event["type"] == "result"])
+        browser.evaluate("document.getElementById('submit').click()")
+        browser.wait_for(
+            f"window.parlaPlayground.log.filter((e) => e.type === 'result').length > {results}"
+            " || window.parlaPlayground.log.slice(-1)[0].type.endsWith('error')",
+            timeout_s=120,
+        )
+        last = browser.evaluate("window.parlaPlayground.log.slice(-1)[0]")
+        assert last["type"] == "result" and 1.0 < last["duration"] < 2.5, browser.evaluate(
+            "window.parlaPlayground.log"
+        )
+
 
 @pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="!!! NO CHROMIUM: the playground browser test did not run !!!")
