@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from core.errors import NotFound
 from models.registry import ENGINES, EngineSpec
 from service.deps import Services, ServicesDep, TenantDep
+from service.openapi import ENGINE_ERRORS, ENGINE_LIST_ERRORS
 
 router = APIRouter(prefix="/v1/engines", tags=["engines"])
 
@@ -64,12 +65,18 @@ def _served(services: Services) -> list[tuple[EngineSpec, list[dict[str, Any]]]]
     return served
 
 
-@router.get("", response_model=EngineList, summary="The engines served now, their options and capabilities")
+@router.get(
+    "",
+    response_model=EngineList,
+    responses=ENGINE_LIST_ERRORS,
+    summary="The engines served now, their options and capabilities",
+    description="Only engines that a live worker serves are listed; build forms from `options_schema`.",
+)
 def list_engines(services: ServicesDep, tenant: TenantDep) -> EngineList:
     return EngineList(data=[_info(services, spec, cards) for spec, cards in _served(services)])
 
 
-@router.get("/{name}", response_model=EngineInfo, summary="One served engine")
+@router.get("/{name}", response_model=EngineInfo, responses=ENGINE_ERRORS, summary="One served engine")
 def get_engine(name: str, services: ServicesDep, tenant: TenantDep) -> EngineInfo:
     for spec, cards in _served(services):
         if spec.name == name:
