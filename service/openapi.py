@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import copy
 from importlib.resources import files
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Path, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
@@ -43,7 +43,14 @@ from service.errors import ERROR_CODE_DESCRIPTIONS, ErrorCode
 Responses = dict[int | str, dict[str, Any]]
 
 SECURITY_SCHEME: Final = "bearerAuth"
+EXAMPLE_JOB_ID: Final = "vid_abcdefghijk234567mnp"
 DOCS_ASSETS_URL: Final = "/docs/assets"
+
+
+JobId = Annotated[
+    str, Path(description="The job's id, as the submit answered it.", examples=[EXAMPLE_JOB_ID])
+]
+"""A ``{job_id}`` path parameter."""
 
 
 class ErrorDetail(BaseModel):
@@ -70,7 +77,7 @@ class Readiness(BaseModel):
 
 EXAMPLE_MESSAGES: Final[dict[ErrorCode, str]] = {
     ErrorCode.UNAUTHORIZED: "missing or invalid API key (send `Authorization: Bearer <key>`)",
-    ErrorCode.JOB_NOT_FOUND: "no video job 'vid_0123456789abcdef'",
+    ErrorCode.JOB_NOT_FOUND: "no video job 'vid_abcdefghijk234567mnp'",
     ErrorCode.ENGINE_NOT_FOUND: "engine 'nope' is not served here",
     ErrorCode.INVALID_CURSOR: "invalid cursor",
     ErrorCode.INVALID_PARAMS: "fps: Input should be less than or equal to 60",
@@ -373,7 +380,7 @@ SUBMIT_REQUEST_BODY: Final = {
 }
 
 JOB_EXAMPLE: Final[dict[str, Any]] = {
-    "id": "vid_0123456789abcdef",
+    "id": "vid_abcdefghijk234567mnp",
     "status": "succeeded",
     "created_at": "2026-12-01T10:00:00Z",
     "started_at": "2026-12-01T10:00:01Z",
@@ -393,7 +400,7 @@ JOB_EXAMPLE: Final[dict[str, Any]] = {
     },
     "metadata": {"order": "1234"},
     "result": {
-        "video_url": "https://parla.example.com/v1/videos/vid_0123456789abcdef/video",
+        "video_url": "https://parla.example.com/v1/videos/vid_abcdefghijk234567mnp/video",
         "duration_s": 4.0,
         "fps": 25.0,
         "frames": 100,

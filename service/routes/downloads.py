@@ -14,7 +14,7 @@ from core.errors import Conflict, NotFound, ParlaError
 from core.jobs import Job, JobStatus, utcnow
 from core.storage import job_key
 from service.deps import Services, ServicesDep, TenantDep
-from service.openapi import DOWNLOAD_ERRORS, DOWNLOAD_HEAD_ERRORS
+from service.openapi import DOWNLOAD_ERRORS, DOWNLOAD_HEAD_ERRORS, JobId
 
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
 
@@ -26,7 +26,7 @@ _MP4_HEADERS: Final = {
     "Content-Disposition": {
         "required": True,
         "schema": {"type": "string"},
-        "example": 'attachment; filename="vid_0123456789abcdef.mp4"',
+        "example": 'attachment; filename="vid_abcdefghijk234567mnp.mp4"',
     },
 }
 _RANGE_HEADERS: Final = {
@@ -113,7 +113,7 @@ def parse_range(header: str | None, size: int) -> ByteSpan | None:
     "with ranges). With S3 storage, a 307 to a presigned URL instead.",
 )
 def download_video(
-    job_id: str,
+    job_id: JobId,
     services: ServicesDep,
     tenant: TenantDep,
     range_header: Annotated[
@@ -130,7 +130,7 @@ def download_video(
     summary="Headers of the MP4 download (size, ranges)",
 )
 def download_video_head(
-    job_id: str,
+    job_id: JobId,
     services: ServicesDep,
     tenant: TenantDep,
     range_header: Annotated[

@@ -22,7 +22,7 @@ from models.options import validate_options
 from models.registry import EngineSpec, engine_spec
 from service.deps import Services, ServicesDep, TenantDep
 from service.inputs import Submission, submission_from_form, submission_from_json
-from service.openapi import JOB_ERRORS, JOB_EXAMPLE, LIST_ERRORS, submit_responses
+from service.openapi import JOB_ERRORS, JOB_EXAMPLE, LIST_ERRORS, JobId, submit_responses
 
 log = logging.getLogger("parla.api")
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
@@ -276,10 +276,16 @@ def list_videos(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[
         str | None,
-        Query(max_length=32, description="`next_cursor` of the previous page; another value is a 400."),
+        Query(
+            max_length=32,
+            description="`next_cursor` of the previous page; another value is a 400 `invalid_cursor`.",
+            json_schema_extra={"pattern": "^[0-9]*$"},  # documented only: a mismatch is a 400, not a 422
+        ),
     ] = None,
     status: Annotated[JobStatus | None, Query(description="Only jobs in this status.")] = None,
 ) -> JobList:
+    if cursor and not (cursor.isascii() and cursor.isdigit()):
+        raise InvalidInput("invalid cursor", code="invalid_cursor", status_code=400)
     jobs, next_cursor = services.jobs.list(tenant, limit, cursor, status=status)
     return JobList(data=job_views(services, request, jobs), next_cursor=next_cursor)
 
@@ -290,7 +296,7 @@ def list_videos(
     responses={200: {"content": {"application/json": {"example": JOB_EXAMPLE}}}, **JOB_ERRORS},
     summary="Status, progress and result",
 )
-def get_video(job_id: str, request: Request, services: ServicesDep, tenant: TenantDep) -> Job:
+def get_video(job_id: JobId, request: Request, services: ServicesDep, tenant: TenantDep) -> Job:
     return job_view(services, request, services.jobs.get(job_id, tenant))
 
 
@@ -302,7 +308,7 @@ def get_video(job_id: str, request: Request, services: ServicesDep, tenant: Tena
     description="A queued job is canceled at once; a running one stops at its next chunk. Canceling "
     "a finished job changes nothing and answers with it.",
 )
-def cancel_video(job_id: str, request: Request, services: ServicesDep, tenant: TenantDep) -> Job:
+def cancel_video(job_id: JobId, request: Request, services: ServicesDep, tenant: TenantDep) -> Job:
     services.jobs.get(job_id, tenant)
     job, canceled_now = services.jobs.request_cancel(job_id)
     if canceled_now and services.on_canceled is not None:  # a repeated cancel changes nothing
