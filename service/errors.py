@@ -126,3 +126,14 @@ ERROR_CODE_DESCRIPTIONS: dict[ErrorCode, str] = {
     ErrorCode.CANCELED: "A job: canceled by request.",
     ErrorCode.WORKER_LOST: "A job: its worker was lost too many times.",
 }
+
+
+def error_codes_markdown() -> str:
+    """The codes as a Markdown table (docs/api.md holds it; ``python -m service.errors`` prints it)."""
+    rows = ["| code | meaning |", "|---|---|"]
+    rows += [f"| `{code.value}` | {ERROR_CODE_DESCRIPTIONS[code]} |" for code in ErrorCode]
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(error_codes_markdown())

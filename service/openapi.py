@@ -573,6 +573,9 @@ def complete_openapi(schema: dict[str, Any], engine_names: list[str]) -> dict[st
                 operation["security"] = []
     submit = schema["paths"]["/v1/videos"]["post"]
     submit["requestBody"] = copy.deepcopy(SUBMIT_REQUEST_BODY)
+    if "warp" not in engine_names:  # the example names an engine that this deployment serves, or none
+        example = submit["requestBody"]["content"]["application/json"]["examples"]["urls"]["value"]
+        del example["engine"], example["engine_options"]
     schema["webhooks"] = _webhooks()
     schema["tags"] = [
         {"name": "videos", "description": "Submit, follow, list, cancel and download video jobs."},

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from core.settings import Settings
 from core.webhooks import ALL_WEBHOOK_EVENTS
 from service.errors import ERROR_CODE_DESCRIPTIONS, ErrorCode
+from tests.service.conftest import make_app
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATIONS = {
@@ -203,3 +204,43 @@ def test_error_code_enum_is_every_code_the_code_base_raises() -> None:
     listed = {code.value for code in ErrorCode}
     assert found - listed == set(), "add these to service.errors.ErrorCode"
     assert listed - found == set(), "service.errors.ErrorCode lists codes nothing raises"
+
+
+@pytest.mark.parametrize("engines", [["test", "warp"], ["test"]])
+def test_the_document_is_valid_openapi_and_every_example_fits_its_schema(
+    settings: Settings, engines: list[str]
+) -> None:
+    from jsonschema import Draft202012Validator
+    from openapi_spec_validator import validate
+
+    with TestClient(make_app(settings.model_copy(update={"engines": engines}))) as client:
+        spec = client.get("/openapi.json").json()
+    validate(spec)
+    checked = 0
+    bodies: list[tuple[str, dict[str, Any]]] = []
+    for method, path, operation in operations(spec):
+        bodies += [(f"{method} {path} request", operation.get("requestBody", {}))]
+        bodies += [(f"{method} {path} {status}", r) for status, r in operation["responses"].items()]
+    for event, item in spec["webhooks"].items():
+        bodies.append((f"webhook {event}", item["post"]["requestBody"]))
+    for where, body in bodies:
+        media = body.get("content", {}).get("application/json")
+        if not media or "schema" not in media:
+            continue
+        validator = Draft202012Validator({**media["schema"], "components": spec["components"]})
+        examples = [media["example"]] if "example" in media else []
+        examples += [example["value"] for example in media.get("examples", {}).values()]
+        for example in examples:
+            errors = [error.message for error in validator.iter_errors(example)]
+            assert errors == [], (where, errors)
+            checked += 1
+    assert checked > 50
+
+
+def test_docs_list_every_error_code() -> None:
+    from service.errors import error_codes_markdown
+
+    text = (ROOT / "docs" / "api.md").read_text()
+    begin, end = "<!-- error-codes:begin -->\n", "<!-- error-codes:end -->"
+    table = text[text.index(begin) + len(begin) : text.index(end)].strip()
+    assert table == error_codes_markdown(), "run `python -m service.errors` and paste it into docs/api.md"
