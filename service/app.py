@@ -109,8 +109,8 @@ def api_redis_client(settings: Settings) -> redis.Redis:
 class ParlaAPI(FastAPI):
     """The app; ``service.openapi.complete_openapi`` finishes its OpenAPI document.
 
-    Every enabled engine's options model becomes a component schema (``WarpOptions``, ...), and
-    ``RenderOptions.engine_options`` is one of them (which one depends on ``engine``).
+    Every enabled engine's options model becomes a component schema (``WarpOptions``, ...), and the
+    submit bodies' ``engine_options`` is one of them (which one depends on ``engine``).
     """
 
     def __init__(self, *, engine_names: list[str], **kwargs: Any) -> None:

@@ -292,8 +292,7 @@ def _submit_schemas(
         "their defaults); checked at submit, and recorded with every default filled in.",
     }
     form_fields: dict[str, Any] = {
-        name: {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream"}
-        | {"description": description}
+        name: {"type": "string", "format": "binary", "description": description}
         for name, description in FILE_DESCRIPTIONS.items()
     }
     form_fields.update({name: _without_null(copy.deepcopy(field)) for name, field in options.items()})
@@ -414,6 +413,17 @@ JOB_EXAMPLE: Final[dict[str, Any]] = {
 }
 
 
+QUEUED_JOB_EXAMPLE: Final[dict[str, Any]] = {
+    **JOB_EXAMPLE,
+    "status": "queued",
+    "started_at": None,
+    "finished_at": None,
+    "progress": {"chunks_done": 0, "chunks_total": 0, "frames_done": 0, "frames_total": 0},
+    "result": None,
+    "attempts": 0,
+}
+
+
 def submit_responses() -> Responses:
     """``POST /v1/videos``: 202 with the job, its ``Location``, and whether it is an idempotent replay."""
     return {
@@ -427,7 +437,7 @@ def submit_responses() -> Responses:
                     "description": "Present when this is the answer to an earlier request with the same key.",
                 },
             },
-            "content": {"application/json": {"example": {**JOB_EXAMPLE, "status": "queued"}}},
+            "content": {"application/json": {"example": QUEUED_JOB_EXAMPLE}},
         },
         **SUBMIT_ERRORS,
     }
