@@ -235,10 +235,13 @@ def _engine_option_fields(engine_names: list[str], common: set[str]) -> dict[str
         engines = ", ".join(f"`{name}`" for name, _ in per_engine)
         distinct: list[dict[str, Any]] = []
         for _, field_schema in per_engine:
-            value = {key: item for key, item in field_schema.items() if key not in ("title", "default")}
-            value.pop("description", None)
-            if value not in distinct:
-                distinct.append(value)
+            value = {
+                key: item
+                for key, item in _without_null(field_schema).items()
+                if key not in ("title", "default", "description")
+            }
+            alternatives = value["anyOf"] if set(value) == {"anyOf"} else [value]
+            distinct += [item for item in alternatives if item not in distinct]
         described = per_engine[0][1].get("description", "")
         entry = distinct[0] if len(distinct) == 1 else {"anyOf": distinct}
         fields[field] = {
