@@ -197,6 +197,10 @@ SUBMIT_ERRORS: Final = errors(
 )
 LIST_ERRORS: Final = errors((400, (E.INVALID_CURSOR,)), (422, (E.INVALID_REQUEST,)))
 JOB_ERRORS: Final = errors((404, (E.JOB_NOT_FOUND,)))
+CANCEL_ERRORS: Final = errors(
+    (404, (E.JOB_NOT_FOUND,)), (408, (E.REQUEST_TIMEOUT,)), (413, (E.PAYLOAD_TOO_LARGE,))
+)
+"""A cancel takes no body, but one that is sent is read under the same limits as a submit's."""
 ENGINE_LIST_ERRORS: Final = errors()
 ENGINE_ERRORS: Final = errors((404, (E.ENGINE_NOT_FOUND,)))
 _DOWNLOAD_ENTRIES: Final = (

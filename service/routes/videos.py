@@ -22,7 +22,7 @@ from models.options import validate_options
 from models.registry import EngineSpec, engine_spec
 from service.deps import Services, ServicesDep, TenantDep
 from service.inputs import Submission, submission_from_form, submission_from_json
-from service.openapi import JOB_ERRORS, JOB_EXAMPLE, LIST_ERRORS, JobId, submit_responses
+from service.openapi import CANCEL_ERRORS, JOB_ERRORS, JOB_EXAMPLE, LIST_ERRORS, JobId, submit_responses
 
 log = logging.getLogger("parla.api")
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
@@ -303,7 +303,7 @@ def get_video(job_id: JobId, request: Request, services: ServicesDep, tenant: Te
 @router.post(
     "/{job_id}/cancel",
     response_model=Job,
-    responses=JOB_ERRORS,
+    responses=CANCEL_ERRORS,
     summary="Cancel a job",
     description="A queued job is canceled at once; a running one stops at its next chunk. Canceling "
     "a finished job changes nothing and answers with it.",

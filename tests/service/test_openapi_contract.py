@@ -248,3 +248,9 @@ def test_docs_list_every_error_code() -> None:
     begin, end = "<!-- error-codes:begin -->\n", "<!-- error-codes:end -->"
     table = text[text.index(begin) + len(begin) : text.index(end)].strip()
     assert table == error_codes_markdown(), "run `python -m service.errors` and paste it into docs/api.md"
+
+
+def test_a_body_too_large_for_cancel_is_a_documented_413(client: TestClient, spec: dict[str, Any]) -> None:
+    response = client.post("/v1/videos/vid_x/cancel", content=b"0" * 3_000_001)
+    assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
+    assert "413" in spec["paths"]["/v1/videos/{job_id}/cancel"]["post"]["responses"]
