@@ -128,6 +128,27 @@ def _operation_id(route: APIRoute) -> str:
     return route.name
 
 
+def routed_app(engine_names: list[str]) -> ParlaAPI:
+    """The app's routes and documents, without services: enough for its OpenAPI document."""
+    app = ParlaAPI(
+        engine_names=engine_names,
+        title="Parla",
+        version=__version__,
+        description="One portrait and one speech recording in, an MP4 of that person speaking out.\n\n"
+        'Every error is `{"error": {"code", "message"}}`; `ErrorCode` lists the codes. Send the API '
+        "key as `Authorization: Bearer <key>`.",
+        docs_url=None,
+        redoc_url=None,
+        generate_unique_id_function=_operation_id,
+    )
+    install_docs(app, app.openapi_url or "/openapi.json")
+    app.include_router(videos.router)
+    app.include_router(engines.router)
+    app.include_router(downloads.router)
+    app.include_router(health.router)
+    return app
+
+
 def create_app(
     settings: Settings,
     *,
@@ -166,23 +187,8 @@ def create_app(
         metrics or ParlaMetrics(CollectorRegistry()),
         queue or JobQueue(redis_client),
     )
-    app = ParlaAPI(
-        engine_names=settings.enabled_engines,
-        title="Parla",
-        version=__version__,
-        description="One portrait and one speech recording in, an MP4 of that person speaking out.\n\n"
-        'Every error is `{"error": {"code", "message"}}`; `ErrorCode` lists the codes. Send the API '
-        "key as `Authorization: Bearer <key>`.",
-        docs_url=None,
-        redoc_url=None,
-        generate_unique_id_function=_operation_id,
-    )
-    install_docs(app, app.openapi_url or "/openapi.json")
+    app = routed_app(settings.enabled_engines)
     app.state.services = services
-    app.include_router(videos.router)
-    app.include_router(engines.router)
-    app.include_router(downloads.router)
-    app.include_router(health.router)
     app.add_middleware(
         BodySizeLimit, max_bytes=settings.max_request_bytes, idle_timeout_s=settings.http_body_timeout_s
     )

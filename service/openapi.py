@@ -648,3 +648,19 @@ def allowed_methods(app: FastAPI, scope: Scope) -> list[str] | None:
         if any(route.matches({**scope, "method": method})[0] == Match.FULL for route in routes)
     ]
     return sorted([*methods, "OPTIONS"]) if methods else None
+
+
+def document_text(engine_names: list[str]) -> str:
+    """The OpenAPI document of an API serving ``engine_names``, as docs/openapi.json holds it."""
+    import json
+
+    from service.app import routed_app
+
+    return json.dumps(routed_app(engine_names).openapi(), indent=2, ensure_ascii=False) + "\n"
+
+
+if __name__ == "__main__":
+    # docs/openapi.json: the document with every engine enabled, for generating clients offline.
+    from models.registry import ENGINES
+
+    print(document_text(list(ENGINES)), end="")

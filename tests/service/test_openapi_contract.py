@@ -254,3 +254,18 @@ def test_a_body_too_large_for_cancel_is_a_documented_413(client: TestClient, spe
     response = client.post("/v1/videos/vid_x/cancel", content=b"0" * 3_000_001)
     assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
     assert "413" in spec["paths"]["/v1/videos/{job_id}/cancel"]["post"]["responses"]
+
+
+def test_docs_openapi_json_is_the_document_with_every_engine(settings: Settings) -> None:
+    """docs/openapi.json lets clients be generated without a running API; it must not drift."""
+    import json
+
+    from models.registry import ENGINES
+    from service.openapi import document_text
+
+    every_engine = settings.model_copy(update={"engines": list(ENGINES)})
+    with TestClient(make_app(every_engine)) as client:
+        live = client.get("/openapi.json").json()
+    committed = (ROOT / "docs" / "openapi.json").read_text()
+    assert committed == document_text(list(ENGINES)), "run `python -m service.openapi > docs/openapi.json`"
+    assert json.loads(committed) == live
