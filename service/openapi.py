@@ -149,7 +149,7 @@ def error_response(status: int, *codes: ErrorCode, body: bool = True) -> dict[st
 
 
 def errors(*entries: tuple[int, tuple[ErrorCode, ...]], body: bool = True) -> Responses:
-    """The error statuses of a route under a key (``/v1`` routes also get 401, 431, 500 and 503)."""
+    """A ``/v1`` route's error statuses: ``entries``, and the 401, 431, 500 and 503 of every one."""
     common: tuple[tuple[int, tuple[ErrorCode, ...]], ...] = (
         (401, (ErrorCode.UNAUTHORIZED,)),
         (431, (ErrorCode.REQUEST_HEADER_TOO_LARGE,)),
