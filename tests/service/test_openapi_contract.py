@@ -269,3 +269,12 @@ def test_docs_openapi_json_is_the_document_with_every_engine(settings: Settings)
     committed = (ROOT / "docs" / "openapi.json").read_text()
     assert committed == document_text(list(ENGINES)), "run `python -m service.openapi > docs/openapi.json`"
     assert json.loads(committed) == live
+
+
+def test_engine_capabilities_are_typed_with_every_field() -> None:
+    from dataclasses import fields
+
+    from models.registry import Capabilities
+    from service.routes.engines import EngineCapabilities
+
+    assert set(EngineCapabilities.model_fields) == {field.name for field in fields(Capabilities)}
