@@ -11,7 +11,8 @@ import numpy.typing as npt
 import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -32,6 +33,7 @@ from models.registry import engine_spec
 from service.auth import ApiKeyRegistry
 from service.deps import Authenticator, PortraitCheck, Services
 from service.middleware import BodySizeLimit, HeadSizeLimit
+from service.openapi import allowed_methods, complete_openapi, install_docs
 from service.routes import downloads, engines, health, previews, videos
 
 log = logging.getLogger("parla.api")
@@ -97,10 +99,10 @@ def api_redis_client(settings: Settings) -> redis.Redis:
 
 
 class ParlaAPI(FastAPI):
-    """The app; its OpenAPI document also describes each enabled engine's ``engine_options``.
+    """The app; ``service.openapi.complete_openapi`` finishes its OpenAPI document.
 
-    Every engine's options model becomes a component schema (``WarpOptions``, ...), and
-    ``RenderOptions.engine_options`` is one of them (which one depends on ``engine``).
+    Every enabled engine's options model becomes a component schema (``WarpOptions``, ...), and the
+    submit bodies' ``engine_options`` is one of them (which one depends on ``engine``).
     """
 
     def __init__(self, *, engine_names: list[str], **kwargs: Any) -> None:
@@ -108,24 +110,37 @@ class ParlaAPI(FastAPI):
         self.engine_names = list(engine_names)
 
     def openapi(self) -> dict[str, Any]:
-        if self.openapi_schema is not None:
-            return self.openapi_schema
-        schema = super().openapi()
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        refs: dict[str, dict[str, str]] = {}
-        for name in self.engine_names:
-            spec = engine_spec(name)
-            model_schema = spec.options.model_json_schema(ref_template="#/components/schemas/{model}")
-            components.update(model_schema.pop("$defs", {}))
-            model_schema["description"] = f"`engine_options` of engine `{name}`: {spec.summary}"
-            components[spec.options.__name__] = model_schema
-            refs[spec.options.__name__] = {"$ref": f"#/components/schemas/{spec.options.__name__}"}
-        properties = components.get("RenderOptions", {}).get("properties", {})
-        if "engine_options" in properties:
-            description = properties["engine_options"].get("description", "")
-            properties["engine_options"] = {"description": description, "anyOf": list(refs.values())}
-        self.openapi_schema = schema
-        return schema
+        if self.openapi_schema is None:
+            self.openapi_schema = complete_openapi(super().openapi(), self.engine_names)
+        return self.openapi_schema
+
+
+def _operation_id(route: APIRoute) -> str:
+    """Operation ids are the route functions' names (``submit_video``, ``get_video``, ...)."""
+    return route.name
+
+
+def routed_app(engine_names: list[str]) -> ParlaAPI:
+    """The app's routes and documents, without services: enough for its OpenAPI document."""
+    app = ParlaAPI(
+        engine_names=engine_names,
+        title="Parla",
+        version=__version__,
+        description="One portrait and one speech recording in, an MP4 of that person speaking out.\n\n"
+        'Every error is `{"error": {"code", "message"}}`; `ErrorCode` lists the codes. Send the API '
+        "key as `Authorization: Bearer <key>`.",
+        docs_url=None,
+        redoc_url=None,
+        generate_unique_id_function=_operation_id,
+    )
+    install_docs(app, app.openapi_url or "/openapi.json")
+    app.include_router(videos.router)
+    app.include_router(engines.router)
+    app.include_router(downloads.router)
+    app.include_router(previews.router)
+    app.include_router(health.router)
+    app.mount("/playground", StaticFiles(directory=PLAYGROUND_DIR, html=True), name="playground")
+    return app
 
 
 def create_app(
@@ -166,19 +181,8 @@ def create_app(
         metrics or ParlaMetrics(CollectorRegistry()),
         queue or JobQueue(redis_client),
     )
-    app = ParlaAPI(
-        engine_names=settings.enabled_engines,
-        title="Parla",
-        version=__version__,
-        description="One portrait and one speech recording in, an MP4 of that person speaking out.",
-    )
+    app = routed_app(settings.enabled_engines)
     app.state.services = services
-    app.include_router(videos.router)
-    app.include_router(engines.router)
-    app.include_router(downloads.router)
-    app.include_router(previews.router)
-    app.include_router(health.router)
-    app.mount("/playground", StaticFiles(directory=PLAYGROUND_DIR, html=True), name="playground")
     app.add_middleware(
         BodySizeLimit, max_bytes=settings.max_request_bytes, idle_timeout_s=settings.http_body_timeout_s
     )
@@ -273,9 +277,17 @@ def _install_error_handlers(app: FastAPI, metrics: ParlaMetrics | None) -> None:
         return _error(422, "invalid_request", problems)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
-        return _error(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names only the methods of the first route at the path; name all of them.
+            methods = allowed_methods(app, request.scope)
+            if methods is not None:
+                if request.method == "OPTIONS":
+                    return Response(status_code=204, headers={"Allow": ", ".join(methods)})
+                headers["Allow"] = ", ".join(methods)
+        code = HTTP_CODES.get(exc.status_code, "http_error")
+        return _error(exc.status_code, code, str(exc.detail), headers)
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:

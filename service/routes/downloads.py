@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Header, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
@@ -14,20 +14,43 @@ from core.errors import Conflict, NotFound, ParlaError
 from core.jobs import Job, JobStatus, utcnow
 from core.storage import job_key
 from service.deps import Services, ServicesDep, TenantDep
-from service.routes.videos import ERROR_RESPONSES
+from service.openapi import DOWNLOAD_ERRORS, DOWNLOAD_HEAD_ERRORS, JobId
 
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
 
 _RANGE: Final = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
 
-DOWNLOAD_RESPONSES: dict[int | str, dict[str, object]] = {
-    **ERROR_RESPONSES,
-    200: {"content": {"video/mp4": {}}, "description": "The whole MP4"},
-    206: {"content": {"video/mp4": {}}, "description": "The requested byte range (`Range: bytes=a-b`)"},
-    307: {"description": "Presigned URL (S3 storage)"},
-    410: {"description": "The video's retention ended (`video_expired`)"},
-    416: {"description": "The range starts past the end (`range_not_satisfiable`)"},
+_MP4_HEADERS: Final = {
+    "Accept-Ranges": {"required": True, "schema": {"type": "string", "enum": ["bytes"]}},
+    "Content-Length": {"required": True, "schema": {"type": "integer", "minimum": 0}},
+    "Content-Disposition": {
+        "required": True,
+        "schema": {"type": "string"},
+        "example": 'attachment; filename="vid_abcdefghijk234567mnp.mp4"',
+    },
 }
+_RANGE_HEADERS: Final = {
+    **_MP4_HEADERS,
+    "Content-Range": {"required": True, "schema": {"type": "string"}, "example": "bytes 0-1023/48213"},
+}
+_REDIRECT: Final = {
+    "description": "The video is in S3: a presigned URL to fetch it from (valid for a few minutes).",
+    "headers": {"Location": {"required": True, "schema": {"type": "string", "format": "uri"}}},
+}
+_MP4: Final = {"schema": {"type": "string", "format": "binary", "contentMediaType": "video/mp4"}}
+
+
+def _download_responses(*, with_body: bool) -> dict[int | str, dict[str, Any]]:
+    whole: dict[str, Any] = {"description": "The whole MP4", "headers": _MP4_HEADERS}
+    part: dict[str, Any] = {
+        "description": "The requested byte range (`Range: bytes=a-b`)",
+        "headers": _RANGE_HEADERS,
+    }
+    if with_body:
+        whole["content"] = {"video/mp4": _MP4}
+        part["content"] = {"video/mp4": _MP4}
+    errors = DOWNLOAD_ERRORS if with_body else DOWNLOAD_HEAD_ERRORS
+    return {200: whole, 206: part, 307: _REDIRECT, **errors}
 
 
 @dataclass(frozen=True)
@@ -82,28 +105,37 @@ def parse_range(header: str | None, size: int) -> ByteSpan | None:
 
 
 @router.get(
-    "/{job_id}/video", responses=DOWNLOAD_RESPONSES, response_class=Response, summary="Download the MP4"
+    "/{job_id}/video",
+    responses=_download_responses(with_body=True),
+    response_class=Response,
+    summary="Download the MP4",
+    description="The whole file, or one byte range (`Range: bytes=a-b`, `a-` or `-n`: players seek "
+    "with ranges). With S3 storage, a 307 to a presigned URL instead.",
 )
 def download_video(
-    job_id: str,
+    job_id: JobId,
     services: ServicesDep,
     tenant: TenantDep,
-    range_header: Annotated[str | None, Header(alias="range")] = None,
+    range_header: Annotated[
+        str | None, Header(alias="range", description="One byte range.", examples=["bytes=0-1023"])
+    ] = None,
 ) -> Response:
     return _download(services, job_id, tenant, range_header, with_body=True)
 
 
 @router.head(
     "/{job_id}/video",
-    responses=DOWNLOAD_RESPONSES,
+    responses=_download_responses(with_body=False),
     response_class=Response,
     summary="Headers of the MP4 download (size, ranges)",
 )
 def download_video_head(
-    job_id: str,
+    job_id: JobId,
     services: ServicesDep,
     tenant: TenantDep,
-    range_header: Annotated[str | None, Header(alias="range")] = None,
+    range_header: Annotated[
+        str | None, Header(alias="range", description="One byte range.", examples=["bytes=0-1023"])
+    ] = None,
 ) -> Response:
     return _download(services, job_id, tenant, range_header, with_body=False)
 

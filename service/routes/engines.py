@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from core.errors import NotFound
 from models.registry import ENGINES, EngineSpec
 from service.deps import Services, ServicesDep, TenantDep
+from service.openapi import ENGINE_ERRORS, ENGINE_LIST_ERRORS
 
 router = APIRouter(prefix="/v1/engines", tags=["engines"])
 
@@ -20,15 +21,25 @@ class EngineWorkers(BaseModel):
     weights_loaded: bool = Field(description="Whether a live worker has the engine's weights loaded.")
 
 
+class EngineCapabilities(BaseModel):
+    """What an engine can do (``models.registry.Capabilities``), for building forms."""
+
+    driving_video: bool = Field(description="Uses a `driving_video` input.")
+    emotion: bool = Field(description="Takes an emotion control.")
+    gaze: bool = Field(description="Takes a gaze control.")
+    motion_output: bool = Field(description="Can return its generated motion besides the video.")
+    framing: list[Literal["crop", "full"]] = Field(description="The `framing` values it renders.")
+    needs_weights: bool = Field(description="Loads model weights.")
+    realtime: bool = Field(description="Renders faster than real time on one GPU.")
+
+
 class EngineInfo(BaseModel):
     """One engine as ``GET /v1/engines`` describes it."""
 
     name: str
     summary: str
     default: bool = Field(description="Whether jobs that name no engine go to this one.")
-    capabilities: dict[str, Any] = Field(
-        description="driving_video, emotion, gaze, motion_output, framing, needs_weights, realtime."
-    )
+    capabilities: EngineCapabilities
     options_schema: dict[str, Any] = Field(description="JSON schema of the engine's `engine_options`.")
     defaults: dict[str, Any] = Field(description="The `engine_options` a job gets when it sets none.")
     workers: EngineWorkers
@@ -43,7 +54,7 @@ def _info(services: Services, spec: EngineSpec, cards: list[dict[str, Any]]) -> 
         name=spec.name,
         summary=spec.summary,
         default=spec.name == services.settings.engine,
-        capabilities=spec.capabilities.to_json(),
+        capabilities=EngineCapabilities.model_validate(spec.capabilities.to_json()),
         options_schema=spec.options_schema(),
         defaults=spec.defaults(),
         workers=EngineWorkers(
@@ -64,12 +75,18 @@ def _served(services: Services) -> list[tuple[EngineSpec, list[dict[str, Any]]]]
     return served
 
 
-@router.get("", response_model=EngineList, summary="The engines served now, their options and capabilities")
+@router.get(
+    "",
+    response_model=EngineList,
+    responses=ENGINE_LIST_ERRORS,
+    summary="The engines served now, their options and capabilities",
+    description="Only engines that a live worker serves are listed; build forms from `options_schema`.",
+)
 def list_engines(services: ServicesDep, tenant: TenantDep) -> EngineList:
     return EngineList(data=[_info(services, spec, cards) for spec, cards in _served(services)])
 
 
-@router.get("/{name}", response_model=EngineInfo, summary="One served engine")
+@router.get("/{name}", response_model=EngineInfo, responses=ENGINE_ERRORS, summary="One served engine")
 def get_engine(name: str, services: ServicesDep, tenant: TenantDep) -> EngineInfo:
     for spec, cards in _served(services):
         if spec.name == name:

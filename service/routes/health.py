@@ -7,16 +7,25 @@ from fastapi.responses import JSONResponse
 
 from core.metrics import exposition
 from service.deps import ServicesDep
+from service.openapi import Health, Readiness
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", summary="Liveness: the process answers")
+@router.get(
+    "/healthz", response_model=Health, operation_id="get_health", summary="Liveness: the process answers"
+)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: Redis and storage answer")
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    operation_id="get_readiness",
+    responses={503: {"model": Readiness, "description": "Redis or storage does not answer"}},
+    summary="Readiness: Redis and storage answer",
+)
 def readyz(services: ServicesDep) -> JSONResponse:
     checks: dict[str, str] = {}
     try:
@@ -35,7 +44,13 @@ def readyz(services: ServicesDep) -> JSONResponse:
     )
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    operation_id="get_metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Metrics"}},
+)
 def metrics(services: ServicesDep) -> Response:
     if services.metrics is None:
         return Response(status_code=404)

@@ -42,7 +42,7 @@ from core.jobs import Job
 from core.media import assemble_mp4, fps_fraction
 from core.storage import Storage, job_key
 from service.deps import Services, ServicesDep, TenantDep
-from service.routes.videos import ERROR_RESPONSES
+from service.openapi import PLAYLIST_ERRORS, PREVIEW_ERRORS, SEGMENT_ERRORS, JobId
 
 router = APIRouter(prefix="/v1/videos", tags=["previews"])
 
@@ -199,19 +199,13 @@ def _job_with_segments(services: Services, job_id: str, tenant: str) -> tuple[Jo
     return job, counts
 
 
-PREVIEW_RESPONSES: dict[int | str, dict[str, object]] = {
-    **ERROR_RESPONSES,
-    409: {"description": "No chunk is rendered yet (`preview_not_ready`)"},
-}
-
-
 @router.get(
     "/{job_id}/stream.m3u8",
-    responses={**ERROR_RESPONSES, 200: {"content": {"application/vnd.apple.mpegurl": {}}}},
+    responses={**PLAYLIST_ERRORS, 200: {"content": {"application/vnd.apple.mpegurl": {}}}},
     response_class=Response,
     summary="Live HLS playlist of the finished chunks",
 )
-def stream_playlist(job_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
+def get_stream_playlist(job_id: JobId, services: ServicesDep, tenant: TenantDep) -> Response:
     job = services.jobs.get(job_id, tenant)
     playlist = hls_playlist(finished_segments(services, job), job.params.fps, ended=job.status.is_terminal())
     return Response(
@@ -221,11 +215,11 @@ def stream_playlist(job_id: str, services: ServicesDep, tenant: TenantDep) -> Re
 
 @router.get(
     "/{job_id}/stream/{index}.ts",
-    responses={**ERROR_RESPONSES, 200: {"content": {"video/mp2t": {}}}},
+    responses={**SEGMENT_ERRORS, 200: {"content": {"video/mp2t": {}}}},
     response_class=Response,
     summary="One HLS segment: a finished chunk with its speech, as MPEG-TS",
 )
-def stream_segment(job_id: str, index: int, services: ServicesDep, tenant: TenantDep) -> Response:
+def get_stream_segment(job_id: JobId, index: int, services: ServicesDep, tenant: TenantDep) -> Response:
     job = services.jobs.get(job_id, tenant)
     counts = finished_segments(services, job)
     if not 0 <= index < len(counts):
@@ -238,11 +232,11 @@ def stream_segment(job_id: str, index: int, services: ServicesDep, tenant: Tenan
 
 @router.get(
     "/{job_id}/preview.mp4",
-    responses={**PREVIEW_RESPONSES, 200: {"content": {"video/mp4": {}}}},
+    responses={**PREVIEW_ERRORS, 200: {"content": {"video/mp4": {}}}},
     response_class=Response,
     summary="The finished chunks so far as one MP4 with the speech",
 )
-def preview_mp4(job_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
+def get_preview(job_id: JobId, services: ServicesDep, tenant: TenantDep) -> Response:
     job, counts = _job_with_segments(services, job_id, tenant)
     fps = job.params.fps
     speech = speech_samples(services.storage.get_bytes(job_key(job_id, "inputs", "audio")))
@@ -265,11 +259,11 @@ def preview_mp4(job_id: str, services: ServicesDep, tenant: TenantDep) -> Respon
 
 @router.get(
     "/{job_id}/thumbnail.jpg",
-    responses={**PREVIEW_RESPONSES, 200: {"content": {"image/jpeg": {}}}},
+    responses={**PREVIEW_ERRORS, 200: {"content": {"image/jpeg": {}}}},
     response_class=Response,
     summary="The first rendered frame, as JPEG",
 )
-def thumbnail(job_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
+def get_thumbnail(job_id: JobId, services: ServicesDep, tenant: TenantDep) -> Response:
     import av
 
     _job_with_segments(services, job_id, tenant)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -22,69 +22,10 @@ from models.options import validate_options
 from models.registry import EngineSpec, engine_spec
 from service.deps import Services, ServicesDep, TenantDep
 from service.inputs import Submission, submission_from_form, submission_from_json
+from service.openapi import CANCEL_ERRORS, JOB_ERRORS, JOB_EXAMPLE, LIST_ERRORS, JobId, submit_responses
 
 log = logging.getLogger("parla.api")
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
-
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"description": description, "content": {"application/json": {"example": {"error": example}}}}
-    for status, description, example in (
-        (404, "No such job (or not yours)", {"code": "job_not_found", "message": "no video job 'vid_x'"}),
-        (409, "Conflict", {"code": "idempotency_key_reused", "message": "..."}),
-        (413, "Too large", {"code": "image_too_large", "message": "..."}),
-        (415, "Unsupported content type", {"code": "unsupported_media_type", "message": "..."}),
-        (422, "Invalid input", {"code": "invalid_image", "message": "..."}),
-    )
-}
-
-SUBMIT_BODY_DOC: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["image", "audio"],
-                    "properties": {
-                        "image": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "Portrait: PNG, JPEG or WebP.",
-                        },
-                        "audio": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "Speech: WAV, MP3, M4A, OGG, FLAC.",
-                        },
-                        "driving_video": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "Optional head motion.",
-                        },
-                        "options": {"$ref": "#/components/schemas/RenderOptions"},
-                    },
-                    "description": "Files plus any RenderOptions field as a form field.",
-                }
-            },
-            "application/json": {
-                "schema": {
-                    "allOf": [
-                        {"$ref": "#/components/schemas/RenderOptions"},
-                        {
-                            "type": "object",
-                            "required": ["image_url", "audio_url"],
-                            "properties": {
-                                "image_url": {"type": "string", "description": "https:// URL or data: URI"},
-                                "audio_url": {"type": "string", "description": "https:// URL or data: URI"},
-                                "driving_video_url": {"type": "string"},
-                            },
-                        },
-                    ]
-                }
-            },
-        },
-    }
-}
 
 
 def job_views(services: Services, request: Request, jobs: list[Job]) -> list[Job]:
@@ -154,16 +95,27 @@ def _validate_media(services: Services, submission: Submission) -> None:
     "",
     status_code=202,
     response_model=Job,
-    responses=ERROR_RESPONSES,
-    openapi_extra=SUBMIT_BODY_DOC,
+    responses=submit_responses(),
     summary="Submit a portrait and a speech recording",
+    description="Files as `multipart/form-data`, or URLs (https:// or `data:`) as `application/json`; "
+    "the render options either way. Answers 202 with the queued job; follow it with `GET "
+    "/v1/videos/{id}` or a webhook. An `Idempotency-Key` makes a retry safe: the same key with the "
+    "same request answers with the first job.",
 )
 async def submit_video(
     request: Request,
     response: Response,
     services: ServicesDep,
     tenant: TenantDep,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            max_length=255,
+            description="Makes retries safe: a repeat with the same key and request answers with the "
+            "first job (for 24 h); with a different request, 409.",
+            examples=["order-1234-render"],
+        ),
+    ] = None,
 ) -> Job | JSONResponse:
     submission = await _read_submission(request, services)  # the only awaiting; the rest blocks
     accepted = await run_in_threadpool(
@@ -322,26 +274,47 @@ def _replay(services: Services, request: Request, job_id: str) -> JSONResponse:
     )
 
 
-@router.get("", response_model=JobList, summary="List your video jobs, newest first")
+@router.get("", response_model=JobList, responses=LIST_ERRORS, summary="List your video jobs, newest first")
 def list_videos(
     request: Request,
     services: ServicesDep,
     tenant: TenantDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=32)] = None,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=32,
+            description="`next_cursor` of the previous page; another value is a 400 `invalid_cursor`.",
+            json_schema_extra={"pattern": "^[0-9]*$"},  # documented only: a mismatch is a 400, not a 422
+        ),
+    ] = None,
     status: Annotated[JobStatus | None, Query(description="Only jobs in this status.")] = None,
 ) -> JobList:
+    if cursor and not (cursor.isascii() and cursor.isdigit()):
+        raise InvalidInput("invalid cursor", code="invalid_cursor", status_code=400)
     jobs, next_cursor = services.jobs.list(tenant, limit, cursor, status=status)
     return JobList(data=job_views(services, request, jobs), next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=Job, responses=ERROR_RESPONSES, summary="Status, progress and result")
-def get_video(job_id: str, request: Request, services: ServicesDep, tenant: TenantDep) -> Job:
+@router.get(
+    "/{job_id}",
+    response_model=Job,
+    responses={200: {"content": {"application/json": {"example": JOB_EXAMPLE}}}, **JOB_ERRORS},
+    summary="Status, progress and result",
+)
+def get_video(job_id: JobId, request: Request, services: ServicesDep, tenant: TenantDep) -> Job:
     return job_view(services, request, services.jobs.get(job_id, tenant))
 
 
-@router.post("/{job_id}/cancel", response_model=Job, responses=ERROR_RESPONSES, summary="Cancel a job")
-def cancel_video(job_id: str, request: Request, services: ServicesDep, tenant: TenantDep) -> Job:
+@router.post(
+    "/{job_id}/cancel",
+    response_model=Job,
+    responses=CANCEL_ERRORS,
+    summary="Cancel a job",
+    description="A queued job is canceled at once; a running one stops at its next chunk. Canceling "
+    "a finished job changes nothing and answers with it.",
+)
+def cancel_video(job_id: JobId, request: Request, services: ServicesDep, tenant: TenantDep) -> Job:
     services.jobs.get(job_id, tenant)
     job, canceled_now = services.jobs.request_cancel(job_id)
     if canceled_now and services.on_canceled is not None:  # a repeated cancel changes nothing
