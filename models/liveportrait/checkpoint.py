@@ -87,7 +87,9 @@ class LivePortraitModules:
             if field.name != "config":
                 yield field.name, getattr(self, field.name)
 
-    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> LivePortraitModules:
+    def to(
+        self, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> LivePortraitModules:
         """Moves every module in place; returns self."""
         for _, module in self.items():
             module.to(device=device, dtype=dtype)
@@ -182,7 +184,9 @@ def save_published(modules: LivePortraitModules, weights_dir: Path) -> None:
     torch.save(retargeting, weights_dir / RETARGETING_FILE)
 
 
-def convert_to_safetensors(weights_dir: Path, out_dir: Path, *, config: LivePortraitConfig | None = None) -> None:
+def convert_to_safetensors(
+    weights_dir: Path, out_dir: Path, *, config: LivePortraitConfig | None = None
+) -> None:
     """One-time conversion of the published files into our layout (see the module docstring), checked
     as strictly as `load_published`; the manifest is written last.
 
@@ -199,7 +203,8 @@ def convert_to_safetensors(weights_dir: Path, out_dir: Path, *, config: LivePort
     manifest: dict[str, Any] = {
         "format": CONVERTED_FORMAT,
         "format_version": CONVERTED_FORMAT_VERSION,
-        "source": "published LivePortrait files: " + ", ".join(dict.fromkeys(f for f, _ in PUBLISHED_FILES.values())),
+        "source": "published LivePortrait files: "
+        + ", ".join(dict.fromkeys(f for f, _ in PUBLISHED_FILES.values())),
         "config": modules.config.to_dict(),
         "modules": {},
     }

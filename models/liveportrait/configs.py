@@ -142,9 +142,13 @@ class LivePortraitConfig:
         warped = warp.block_expansion * 2**warp.num_down_blocks
         decoder_in = min(spade.max_features, spade.block_expansion * 2**spade.num_down_blocks)
         if warped != decoder_in:
-            raise ValueError(f"warping output width ({warped}) must equal the SPADE decoder input width ({decoder_in})")
+            raise ValueError(
+                f"warping output width ({warped}) must equal the SPADE decoder input width ({decoder_in})"
+            )
         if len(motion.depths) != 4 or len(motion.dims) != 4:
-            raise ValueError(f"motion.depths and motion.dims need 4 stages, got {motion.depths} and {motion.dims}")
+            raise ValueError(
+                f"motion.depths and motion.dims need 4 stages, got {motion.depths} and {motion.dims}"
+            )
         if self.input_size % 32 or self.input_size // 4 < 2**warp.dense_motion.num_blocks:
             raise ValueError(
                 f"input_size {self.input_size} must be a multiple of 32 and leave the hourglass "
@@ -165,7 +169,8 @@ class LivePortraitConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able form (tuples become lists)."""
-        return _plain(asdict(self))
+        plain: dict[str, Any] = _plain(asdict(self))
+        return plain
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LivePortraitConfig:
@@ -198,7 +203,12 @@ def tiny_config() -> LivePortraitConfig:
     return LivePortraitConfig(
         input_size=64,
         appearance=AppearanceConfig(
-            block_expansion=8, num_down_blocks=2, max_features=32, reshape_channel=4, reshape_depth=8, num_resblocks=1
+            block_expansion=8,
+            num_down_blocks=2,
+            max_features=32,
+            reshape_channel=4,
+            reshape_depth=8,
+            num_resblocks=1,
         ),
         motion=MotionExtractorConfig(depths=(1, 1, 1, 1), dims=(8, 8, 16, 16)),
         warping=WarpingConfig(
@@ -206,11 +216,17 @@ def tiny_config() -> LivePortraitConfig:
             max_features=32,
             num_down_blocks=2,
             reshape_channel=4,
-            dense_motion=DenseMotionConfig(block_expansion=8, max_features=16, num_blocks=2, reshape_depth=8, compress=2),
+            dense_motion=DenseMotionConfig(
+                block_expansion=8, max_features=16, num_blocks=2, reshape_depth=8, compress=2
+            ),
         ),
-        spade=SpadeConfig(block_expansion=4, max_features=16, num_down_blocks=2, out_channels=8, hidden_channels=8),
+        spade=SpadeConfig(
+            block_expansion=4, max_features=16, num_down_blocks=2, out_channels=8, hidden_channels=8
+        ),
         retargeting=RetargetingConfig(
-            stitching=MLPConfig(126, (16, 16), 65), lip=MLPConfig(65, (16,), 63), eye=MLPConfig(66, (16, 16), 63)
+            stitching=MLPConfig(126, (16, 16), 65),
+            lip=MLPConfig(65, (16,), 63),
+            eye=MLPConfig(66, (16, 16), 63),
         ),
     )
 

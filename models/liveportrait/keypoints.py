@@ -27,9 +27,15 @@ def rotation_matrix(pitch: torch.Tensor, yaw: torch.Tensor, roll: torch.Tensor) 
     """Degrees ``(B,)`` or ``(B, 1)`` -> ``(B, 3, 3)``: ``(Rz @ Ry @ Rx)^T``, to right-multiply row vectors."""
     x, y, z = (angle.reshape(-1, 1) / 180 * math.pi for angle in (pitch, yaw, roll))
     ones, zeros = torch.ones_like(x), torch.zeros_like(x)
-    rot_x = torch.cat([ones, zeros, zeros, zeros, x.cos(), -x.sin(), zeros, x.sin(), x.cos()], dim=1).view(-1, 3, 3)
-    rot_y = torch.cat([y.cos(), zeros, y.sin(), zeros, ones, zeros, -y.sin(), zeros, y.cos()], dim=1).view(-1, 3, 3)
-    rot_z = torch.cat([z.cos(), -z.sin(), zeros, z.sin(), z.cos(), zeros, zeros, zeros, ones], dim=1).view(-1, 3, 3)
+    rot_x = torch.cat([ones, zeros, zeros, zeros, x.cos(), -x.sin(), zeros, x.sin(), x.cos()], dim=1).view(
+        -1, 3, 3
+    )
+    rot_y = torch.cat([y.cos(), zeros, y.sin(), zeros, ones, zeros, -y.sin(), zeros, y.cos()], dim=1).view(
+        -1, 3, 3
+    )
+    rot_z = torch.cat([z.cos(), -z.sin(), zeros, z.sin(), z.cos(), zeros, zeros, zeros, ones], dim=1).view(
+        -1, 3, 3
+    )
     return (rot_z @ rot_y @ rot_x).permute(0, 2, 1)
 
 

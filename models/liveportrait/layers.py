@@ -79,7 +79,7 @@ class ResBlock3d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(F.relu(self.norm1(x)))
         out = self.conv2(F.relu(self.norm2(out)))
-        return out + x
+        return out + x  # type: ignore[no-any-return]
 
 
 class HourglassEncoder(nn.Module):
@@ -87,7 +87,9 @@ class HourglassEncoder(nn.Module):
 
     def __init__(self, block_expansion: int, in_features: int, num_blocks: int, max_features: int) -> None:
         super().__init__()
-        widths = [in_features] + [min(max_features, block_expansion * 2 ** (i + 1)) for i in range(num_blocks)]
+        widths = [in_features] + [
+            min(max_features, block_expansion * 2 ** (i + 1)) for i in range(num_blocks)
+        ]
         self.down_blocks = nn.ModuleList(DownBlock3d(widths[i], widths[i + 1]) for i in range(num_blocks))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -138,11 +140,17 @@ class SpectralNormConv2d(nn.Module):
     ``bias`` (if any), buffers ``weight_u`` ``(out,)`` and ``weight_v`` ``(in * k * k,)``.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, padding: int = 0, bias: bool = True):
+    weight_u: torch.Tensor
+    weight_v: torch.Tensor
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, padding: int = 0, bias: bool = True
+    ):
         super().__init__()
         self.padding = padding
-        self.weight_orig = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
+        # Registration order = the published state dict's order (spectral_norm re-adds the weight last).
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.weight_orig = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
         self.register_buffer("weight_u", torch.empty(out_channels))
         self.register_buffer("weight_v", torch.empty(in_channels * kernel_size * kernel_size))
         self.reset_parameters()
@@ -194,10 +202,11 @@ class SPADEResnetBlock(nn.Module):
         fmiddle = min(fin, fout)
         self.conv_0 = SpectralNormConv2d(fin, fmiddle, kernel_size=3, padding=1)
         self.conv_1 = SpectralNormConv2d(fmiddle, fout, kernel_size=3, padding=1)
+        if self.learned_shortcut:
+            self.conv_s = SpectralNormConv2d(fin, fout, kernel_size=1, bias=False)
         self.norm_0 = SPADE(fin, label_nc, hidden)
         self.norm_1 = SPADE(fmiddle, label_nc, hidden)
         if self.learned_shortcut:
-            self.conv_s = SpectralNormConv2d(fin, fout, kernel_size=1, bias=False)
             self.norm_s = SPADE(fin, label_nc, hidden)
 
     def forward(self, x: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
@@ -247,7 +256,7 @@ class GRN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gx = torch.norm(x, p=2, dim=(1, 2), keepdim=True)
         nx = gx / (gx.mean(dim=-1, keepdim=True) + 1e-6)
-        return self.gamma * (x * nx) + self.beta + x
+        return self.gamma * (x * nx) + self.beta + x  # type: ignore[no-any-return]
 
 
 class ConvNeXtV2Block(nn.Module):
@@ -265,7 +274,7 @@ class ConvNeXtV2Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.dwconv(x).permute(0, 2, 3, 1)
         out = self.pwconv2(self.grn(self.act(self.pwconv1(self.norm(out)))))
-        return x + out.permute(0, 3, 1, 2)
+        return x + out.permute(0, 3, 1, 2)  # type: ignore[no-any-return]
 
 
 def make_coordinate_grid(spatial_size: tuple[int, int, int], ref: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import NamedTuple
 
 import torch
@@ -53,10 +54,14 @@ class AppearanceFeatureExtractor(nn.Module):
 
     def __init__(self, config: AppearanceConfig) -> None:
         super().__init__()
-        self.config = config
-        widths = [min(config.max_features, config.block_expansion * 2**i) for i in range(config.num_down_blocks + 1)]
+        self.arch = config
+        widths = [
+            min(config.max_features, config.block_expansion * 2**i) for i in range(config.num_down_blocks + 1)
+        ]
         self.first = SameBlock2d(config.image_channel, config.block_expansion)
-        self.down_blocks = nn.ModuleList(DownBlock2d(widths[i], widths[i + 1]) for i in range(config.num_down_blocks))
+        self.down_blocks = nn.ModuleList(
+            DownBlock2d(widths[i], widths[i + 1]) for i in range(config.num_down_blocks)
+        )
         self.second = nn.Conv2d(widths[-1], config.max_features, kernel_size=1)
         self.resblocks_3d = nn.Sequential()
         for i in range(config.num_resblocks):
@@ -68,7 +73,7 @@ class AppearanceFeatureExtractor(nn.Module):
             out = block(out)
         out = self.second(out)
         bs, _, h, w = out.shape
-        volume = out.view(bs, self.config.reshape_channel, self.config.reshape_depth, h, w)
+        volume = out.view(bs, self.arch.reshape_channel, self.arch.reshape_depth, h, w)
         return self.resblocks_3d(volume)  # type: ignore[no-any-return]
 
 
@@ -95,7 +100,11 @@ class ConvNeXtV2(nn.Module):
         super().__init__()
         dims = config.dims
         self.downsample_layers = nn.ModuleList(
-            [nn.Sequential(nn.Conv2d(config.in_channels, dims[0], kernel_size=4, stride=4), LayerNorm2d(dims[0]))]
+            [
+                nn.Sequential(
+                    nn.Conv2d(config.in_channels, dims[0], kernel_size=4, stride=4), LayerNorm2d(dims[0])
+                )
+            ]
         )
         for i in range(3):
             self.downsample_layers.append(
@@ -133,7 +142,7 @@ class MotionExtractor(nn.Module):
 
     def __init__(self, config: MotionExtractorConfig) -> None:
         super().__init__()
-        self.config = config
+        self.arch = config
         self.detector = ConvNeXtV2(config)
 
     def forward(self, x: torch.Tensor) -> MotionOutput:
@@ -144,7 +153,9 @@ class DenseMotionNetwork(nn.Module):
     """Dense 3D motion from sparse keypoint motion: per-keypoint warps of a compressed volume, blended by a
     softmax mask an hourglass predicts, and an occlusion map ``(B, 1, H, W)``."""
 
-    def __init__(self, config: DenseMotionConfig, num_kp: int, feature_channel: int, estimate_occlusion_map: bool):
+    def __init__(
+        self, config: DenseMotionConfig, num_kp: int, feature_channel: int, estimate_occlusion_map: bool
+    ):
         super().__init__()
         self.num_kp = num_kp
         self.hourglass = Hourglass(
@@ -179,7 +190,11 @@ class DenseMotionNetwork(nn.Module):
 
         # 1. Sparse motions: identity (background) plus one rigid shift per keypoint.
         identity = make_coordinate_grid((d, h, w), kp_source).view(1, 1, d, h, w, 3)
-        shifted = identity - kp_driving.view(bs, self.num_kp, 1, 1, 1, 3) + kp_source.view(bs, self.num_kp, 1, 1, 1, 3)
+        shifted = (
+            identity
+            - kp_driving.view(bs, self.num_kp, 1, 1, 1, 3)
+            + kp_source.view(bs, self.num_kp, 1, 1, 1, 3)
+        )
         sparse_motion = torch.cat([identity.expand(bs, 1, d, h, w, 3), shifted], dim=1)
 
         # 2. The volume warped by each sparse motion.
@@ -188,7 +203,9 @@ class DenseMotionNetwork(nn.Module):
         deformed = deformed.view(bs, k, channels, d, h, w)
 
         # 3. Keypoint heatmaps (driving minus source), a zero map for the background.
-        heatmap = keypoint_gaussians(kp_driving, (d, h, w), 0.01) - keypoint_gaussians(kp_source, (d, h, w), 0.01)
+        heatmap = keypoint_gaussians(kp_driving, (d, h, w), 0.01) - keypoint_gaussians(
+            kp_source, (d, h, w), 0.01
+        )
         heatmap = torch.cat([heatmap.new_zeros(bs, 1, d, h, w), heatmap], dim=1).unsqueeze(2)
 
         # 4. Blend the sparse motions with the predicted mask.
@@ -207,7 +224,7 @@ class WarpingNetwork(nn.Module):
 
     def __init__(self, config: WarpingConfig) -> None:
         super().__init__()
-        self.config = config
+        self.arch = config
         width = config.block_expansion * 2**config.num_down_blocks
         self.dense_motion_network = DenseMotionNetwork(
             config.dense_motion, config.num_kp, config.reshape_channel, config.estimate_occlusion_map
@@ -215,7 +232,9 @@ class WarpingNetwork(nn.Module):
         self.third = SameBlock2d(config.max_features, width, lrelu=True)
         self.fourth = nn.Conv2d(width, width, kernel_size=1)
 
-    def forward(self, feature_3d: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, feature_3d: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor
+    ) -> torch.Tensor:
         """
         Args:
             feature_3d: ``(B, C, D, H, W)`` source volume (from F).
@@ -238,7 +257,7 @@ class SPADEDecoder(nn.Module):
 
     def __init__(self, config: SpadeConfig) -> None:
         super().__init__()
-        self.config = config
+        self.arch = config
         width = min(config.max_features, config.block_expansion * 2**config.num_down_blocks)
         hidden = config.hidden_channels
         self.fc = nn.Conv2d(width, 2 * width, kernel_size=3, padding=1)
@@ -269,10 +288,10 @@ class StitchingRetargetingNetwork(nn.Module):
 
     def __init__(self, config: MLPConfig) -> None:
         super().__init__()
-        self.config = config
+        self.arch = config
         sizes = [config.input_size, *config.hidden_sizes]
         layers: list[nn.Module] = []
-        for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+        for fan_in, fan_out in itertools.pairwise(sizes):
             layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
         layers.append(nn.Linear(sizes[-1], config.output_size))
         self.mlp = nn.Sequential(*layers)
