@@ -7,9 +7,12 @@ changes the output and a wrong key or op shows up in the tests.
 
 from __future__ import annotations
 
+import numpy as np
+import numpy.typing as npt
 import torch
 from torch import nn
 
+from models.face import Face, face_from_landmarks
 from models.liveportrait.checkpoint import LivePortraitModules, build_modules
 from models.liveportrait.configs import LivePortraitConfig, tiny_config
 from models.liveportrait.layers import GRN, LayerNorm2d, LayerNormLast, SpectralNormConv2d
@@ -54,3 +57,32 @@ def tiny_modules(
     torch.manual_seed(seed)
     modules = randomize(build_modules(config or tiny_config()), seed)
     return modules.to(dtype=dtype)
+
+
+class SyntheticFaceAnalyzer:
+    """A face analyzer for tests: one frontal face whose 478-point mesh spans the middle half of any
+    image that is not dark (mean below 10: no face), with open eyes and closed lips."""
+
+    def __init__(self, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        unit = rng.uniform(0.1, 0.9, size=(478, 2))  # fractions of the face box
+        fixed = {
+            10: (0.5, 0.0), 152: (0.5, 1.0), 234: (0.0, 0.5), 454: (1.0, 0.5),
+            33: (0.22, 0.4), 133: (0.42, 0.4), 159: (0.32, 0.37), 145: (0.32, 0.43),
+            362: (0.58, 0.4), 263: (0.78, 0.4), 386: (0.68, 0.37), 374: (0.68, 0.43),
+            61: (0.35, 0.75), 291: (0.65, 0.75), 13: (0.5, 0.745), 14: (0.5, 0.755), 1: (0.5, 0.58),
+        }  # fmt: skip
+        for index, point in fixed.items():
+            unit[index] = point
+        unit[468:473] = (0.32, 0.4)
+        unit[473:478] = (0.68, 0.4)
+        self._unit = unit
+
+    def detect(self, image: npt.NDArray[np.uint8]) -> list[Face]:
+        if float(image.mean()) < 10:
+            return []
+        height, width = image.shape[:2]
+        box = np.array([0.25 * width, 0.25 * height], np.float64)
+        side = np.array([0.5 * width, 0.5 * height], np.float64)
+        xy = box + self._unit * side
+        return [face_from_landmarks(np.concatenate([xy, np.zeros((478, 1))], axis=1).astype(np.float32))]
