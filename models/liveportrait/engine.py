@@ -32,7 +32,7 @@ from models.engine import (
 from models.errors import EngineInputError, WeightsError
 from models.face import FaceAnalyzer, MediaPipeFaceAnalyzer, PasteBack, select_face
 from models.liveportrait.checkpoint import LivePortraitModules, load_weights, missing_files
-from models.liveportrait.crop import CROP_SIZE, crop_face, eye_close_ratios, lip_close_ratio
+from models.liveportrait.crop import crop_face, eye_close_ratios, lip_close_ratio
 from models.liveportrait.driving import DrivingVideoSource, driving_motion
 from models.liveportrait.motion_source import MotionSource, SourceCarry, StillSource
 from models.liveportrait.options import LivePortraitOptions
@@ -140,8 +140,7 @@ class LivePortraitEngine:
         source = self.pipeline.prepare_source(crop, np.array([0.3, 0.3], np.float32), 0.0)
         still = StillSource(self.batch_size, self.pipeline.config.num_kp)
         frames, _ = still.frames(0, self.batch_size, None)
-        kp = self.pipeline.driving_keypoints(source, frames, still.reference, RetargetSettings())
-        self.pipeline.render(source, kp, batch_size=self.batch_size)
+        self.pipeline.animate(source, frames, still.reference, RetargetSettings(), batch_size=self.batch_size)
         self.analyzer.detect(np.zeros((64, 64, 3), dtype=np.uint8))
 
     def prepare(self, inputs: RenderInputs, params: RenderParams) -> LivePortraitPrepared:
@@ -161,7 +160,7 @@ class LivePortraitEngine:
 
         # 2. Face, crop and the source's features (once per job).
         face = select_face(self.analyzer.detect(image), params.face_index)
-        crop = crop_face(image, face, CROP_SIZE)
+        crop = crop_face(image, face, self.pipeline.config.output_size)  # 512 at full size, as the reference
         source = self.pipeline.prepare_source(crop.image, eye_close_ratios(face), lip_close_ratio(face))
 
         # 3. The motion source.
@@ -218,7 +217,9 @@ class LivePortraitEngine:
         )
 
     def plan(self, prepared: LivePortraitPrepared) -> list[ChunkSpec]:  # type: ignore[override]
-        return even_chunks(prepared.num_frames, max(1, round(self.chunk_seconds * prepared.fps)))
+        # Whole batches per chunk: the last batch of every chunk would otherwise be padded.
+        batches = max(1, round(self.chunk_seconds * prepared.fps / self.batch_size))
+        return even_chunks(prepared.num_frames, batches * self.batch_size)
 
     def render_chunk(  # type: ignore[override]
         self, prepared: LivePortraitPrepared, chunk: ChunkSpec, carry: ChunkCarry | None

@@ -260,6 +260,32 @@ class LivePortraitPipeline:
             outputs.append(self._decode(warped).float())
         return torch.cat(outputs)
 
+    @torch.no_grad()
+    def animate(
+        self,
+        source: SourcePortrait,
+        frames: MotionFrames,
+        reference: MotionFrames | None,
+        settings: RetargetSettings,
+        batch_size: int = 8,
+    ) -> torch.Tensor:
+        """Images ``(F, 3, S_out, S_out)`` in [0, 1] for motion `frames`: keypoints, warp and decode.
+
+        Every batch is padded to `batch_size` frames (repeating the last), so that every frame is computed
+        in a batch of the same shape. CPU kernels can still round a frame differently depending on its
+        slot in the batch, so chunks that start on batch boundaries (what the engine's ``plan`` makes)
+        give exactly the frames of one uninterrupted render.
+        """
+        outputs = []
+        for start in range(0, len(frames), batch_size):
+            part = frames.slice(start, start + batch_size)
+            count = len(part)
+            if count < batch_size:
+                part = part.take(np.minimum(np.arange(batch_size), count - 1))
+            kp = self.driving_keypoints(source, part, reference, settings)
+            outputs.append(self.render(source, kp, batch_size=batch_size)[:count])
+        return torch.cat(outputs)
+
 
 def to_uint8(images: torch.Tensor) -> npt.NDArray[np.uint8]:
     """``(B, 3, H, W)`` in [0, 1] -> uint8 ``(B, H, W, 3)`` (truncating, as the reference's ``parse_output``)."""

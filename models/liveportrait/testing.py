@@ -60,10 +60,11 @@ def tiny_modules(
 
 
 class SyntheticFaceAnalyzer:
-    """A face analyzer for tests: one frontal face whose 478-point mesh spans the middle half of any
-    image that is not dark (mean below 10: no face), with open eyes and closed lips."""
+    """A face analyzer for tests: one frontal face whose 478-point mesh spans the central `extent` of
+    any image that is not dark (mean below 10: no face), with open eyes and closed lips."""
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, extent: float = 0.5) -> None:
+        self._extent = extent
         rng = np.random.default_rng(seed)
         unit = rng.uniform(0.1, 0.9, size=(478, 2))  # fractions of the face box
         fixed = {
@@ -82,7 +83,8 @@ class SyntheticFaceAnalyzer:
         if float(image.mean()) < 10:
             return []
         height, width = image.shape[:2]
-        box = np.array([0.25 * width, 0.25 * height], np.float64)
-        side = np.array([0.5 * width, 0.5 * height], np.float64)
+        margin = (1 - self._extent) / 2
+        box = np.array([margin * width, margin * height], np.float64)
+        side = np.array([self._extent * width, self._extent * height], np.float64)
         xy = box + self._unit * side
         return [face_from_landmarks(np.concatenate([xy, np.zeros((478, 1))], axis=1).astype(np.float32))]
