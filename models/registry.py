@@ -13,6 +13,9 @@ ENGINES: dict[str, str] = {
     "test": "models.testing:PatternEngine",
     # the vexpress pipeline on tiny random weights: exercises the whole diffusion path without weights
     "vexpress-tiny": "models.vexpress.testing:tiny_engine",
+    "liveportrait": "models.liveportrait.engine:LivePortraitEngine",
+    # the LivePortrait renderer on tiny random weights, for end-to-end tests without weights
+    "liveportrait-tiny": "models.liveportrait.engine:tiny_engine",
 }
 
 

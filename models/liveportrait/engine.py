@@ -77,6 +77,9 @@ def check_weights(weights_dir: Path) -> None:
 def parse_options(params: RenderParams, has_driving_video: bool) -> LivePortraitOptions:
     """The job's validated options; `EngineInputError` ``invalid_params`` listing the problems."""
     raw = dict(params.extra.get("engine_options", params.extra))
+    # The service's common head_motion word ("sway" is this engine's procedural "audio" source).
+    if "head_motion" not in raw and isinstance(params.head_motion, str):
+        raw["head_motion"] = {"sway": "audio"}.get(params.head_motion, params.head_motion)
     try:
         return LivePortraitOptions.model_validate(raw, context={"driving_video": has_driving_video})
     except ValidationError as error:
