@@ -178,3 +178,17 @@ def test_missing_weights_are_named(tmp_path: Path) -> None:
         LivePortraitEngine(weights_dir=tmp_path)
     with pytest.raises(WeightsError, match="needs weights_dir"):
         LivePortraitEngine()
+
+
+def test_the_worker_refuses_to_start_without_the_files(tmp_path: Path) -> None:
+    from core.settings import Settings
+    from worker.boot import load_engine
+
+    (tmp_path / "base_models").mkdir()
+    with pytest.raises(SystemExit) as caught:
+        load_engine(Settings(engine="liveportrait", weights_dir=tmp_path, device="cpu"))
+    message = str(caught.value)
+    assert "liveportrait" in message and "base_models/warping_module.pth" in message
+    assert "stitching_retargeting_module.pth" in message
+    with pytest.raises(SystemExit, match="needs weights_dir"):
+        load_engine(Settings(engine="liveportrait", device="cpu"))
