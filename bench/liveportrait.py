@@ -27,8 +27,8 @@ from typing import Any
 from bench.machine import cpu_model
 
 ASSETS = Path(__file__).resolve().parents[1] / "tests" / "assets"
-CPU_CASES = [{"batch": 1, "frames": 4}, {"batch": 4, "frames": 8}]
-GPU_CASES = [
+CPU_CASES: list[dict[str, Any]] = [{"batch": 1, "frames": 4}, {"batch": 4, "frames": 8}]
+GPU_CASES: list[dict[str, Any]] = [
     {"dtype": dtype, "compile": compiled, "batch": batch, "frames": 256}
     for dtype in ("fp16", "bf16")
     for compiled in (False, True)
@@ -196,8 +196,8 @@ def main(argv: list[str] | None = None) -> None:
                 )
     else:
         print(f"CPU: {cpu_model()}; renderer only, random full-size weights, fp32")
-        for case in CPU_CASES:
-            result = _subprocess({"device": "cpu", "dtype": "fp32", **case}, timeout_s=900)
+        for cpu_case in CPU_CASES:
+            result = _subprocess({"device": "cpu", "dtype": "fp32", **cpu_case}, timeout_s=900)
             if result:
                 rows.append(result)
         print(format_table(rows))
