@@ -164,7 +164,8 @@ class LivePortraitEngine:
         # 2. Face, crop and the source's features (once per job).
         face = select_face(self.analyzer.detect(image), params.face_index)
         crop = crop_face(image, face, self.pipeline.config.output_size)  # 512 at full size, as the reference
-        source = self.pipeline.prepare_source(crop.image, eye_close_ratios(face), lip_close_ratio(face))
+        eye_ratios = eye_close_ratios(face)
+        source = self.pipeline.prepare_source(crop.image, eye_ratios, lip_close_ratio(face))
 
         # 3. The motion source.
         num_frames = num_frames_for(inputs.duration_s, params.fps)
@@ -188,6 +189,7 @@ class LivePortraitEngine:
                 seed=int(params.seed),
                 sway_degrees=options.sway_degrees,
                 blink=options.blink,
+                eye_open=float(eye_ratios.mean()),
             )
         else:
             motion = StillSource(num_frames, num_kp)

@@ -6,8 +6,8 @@ the LivePortrait weights:
 - **lips**: the per-frame speech energy (`models.audio.frame_features`) mapped to a lip close ratio
   ``LIP_CLOSED + energy * (LIP_OPEN - LIP_CLOSED)``, smoothed by an attack/release follower (opening
   faster than closing, as speech does), fed to R_lip;
-- **blinks**: eye close ratio ``EYE_OPEN`` dipping to ``EYE_CLOSED`` for ``BLINK_FRAMES_S`` every 2-6 s
-  (seeded), fed to R_eyes;
+- **blinks**: eye close ratio ``eye_open`` (the portrait's own, so open eyes stay as they are) dipping
+  to ``EYE_CLOSED`` for ``BLINK_S`` every 2-6 s (seeded), fed to R_eyes;
 - **head**: pitch/yaw/roll as sums of two slow sinusoids (seeded phases) of ``sway_degrees``
   amplitude, louder speech nodding a little more; applied relative to the neutral pose, i.e. on top
   of the source's own pose.
@@ -43,6 +43,7 @@ class ProceduralAudioSource:
         seed: blink times and sway phases.
         sway_degrees: head sway amplitude (0 keeps the head still).
         blink: whether to blink.
+        eye_open: eye close ratio between blinks (the portrait's; ``EYE_OPEN`` if unknown).
     """
 
     def __init__(
@@ -56,10 +57,12 @@ class ProceduralAudioSource:
         seed: int = 0,
         sway_degrees: float = 3.0,
         blink: bool = True,
+        eye_open: float = EYE_OPEN,
     ) -> None:
         self.num_frames = num_frames
         self.reference: MotionFrames | None = MotionFrames.neutral(1, num_kp)
         self._fps = fps
+        self._eye_open = max(float(eye_open), EYE_CLOSED)
         self._num_kp = num_kp
         self._energy = frame_features(audio, fps, num_frames, sample_rate).energy.astype(np.float32)
         rng = np.random.default_rng(seed)
@@ -84,10 +87,12 @@ class ProceduralAudioSource:
             level += (self._attack if target > level else self._release) * (float(target) - level)
             lips[i] = level
         # 2. Blinks: a raised-cosine dip around each blink time.
-        eyes = np.full(len(index), EYE_OPEN, np.float32)
+        eyes = np.full(len(index), self._eye_open, np.float32)
         for moment in self._blinks:
             closeness = np.clip(1 - np.abs(time - moment) / (BLINK_S / 2), 0, 1)
-            eyes -= ((EYE_OPEN - EYE_CLOSED) * (0.5 - 0.5 * np.cos(np.pi * closeness))).astype(np.float32)
+            eyes -= ((self._eye_open - EYE_CLOSED) * (0.5 - 0.5 * np.cos(np.pi * closeness))).astype(
+                np.float32
+            )
         # 3. Head: slow sinusoids, a little more pitch with speech.
         angles = np.sum(
             self._amplitude[:, None, None]
