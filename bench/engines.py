@@ -46,7 +46,8 @@ def measure(
     engine.warmup()
     started = time.perf_counter()
     prepared = engine.prepare(
-        RenderInputs(image=image, audio=audio), RenderParams(size=size, framing=cast(Framing, framing))
+        RenderInputs(image=image, audio=audio),
+        RenderParams(engine.options_model(), size=size, framing=cast(Framing, framing)),
     )
     prepare_s = time.perf_counter() - started
     carry = None

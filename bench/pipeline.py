@@ -169,14 +169,10 @@ def run_case(args: argparse.Namespace, seconds: float) -> CaseResult:
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (args.size, args.size, 3), dtype=np.uint8)
     audio = synthetic_speech(seconds)
-    params = RenderParams(
-        fps=args.fps,
-        size=args.size,
-        seed=0,
-        head_motion="still",
-        num_inference_steps=args.steps,
-        continuity=args.continuity,
+    options = engine.options_model.model_validate(
+        {"head_motion": "still", "num_inference_steps": args.steps, "continuity": args.continuity}
     )
+    params = RenderParams(options, fps=args.fps, size=args.size, seed=0)
     cuda = engine.device.type == "cuda"
     reset_peak_memory(engine.device)
     started = time.perf_counter()

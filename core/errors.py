@@ -1,4 +1,7 @@
-"""The error tree. Each error carries a machine-readable ``code`` and the HTTP status the API answers."""
+"""The error tree of the API, the worker and the engines (torch-free).
+
+Each error carries a machine-readable ``code``, the HTTP status the API answers, and ``retryable``.
+"""
 
 from __future__ import annotations
 
@@ -38,7 +41,12 @@ class ParlaError(Exception):
 
 
 class InvalidInput(ParlaError):
-    """The caller's fault: bad file, bad parameter. Answered with a 4xx (422 unless told otherwise)."""
+    """The caller's fault: bad file, bad parameter. Answered with a 4xx (422 unless told otherwise).
+
+    Engines raise it too (in the worker it fails the job once, with its code): ``no_face_found``,
+    ``face_not_found``, ``face_too_small``, ``face_not_frontal``, ``invalid_image``,
+    ``invalid_driving_video``, ``invalid_params``.
+    """
 
     code = "invalid_input"
     status_code = 422
@@ -90,7 +98,16 @@ class StorageError(ParlaError):
 
 
 class EngineFailure(ParlaError):
-    """The engine failed for a reason that is not the caller's fault."""
+    """The engine failed for a reason that is not the caller's fault (a bug, a broken carry...)."""
 
     code = "engine_error"
     status_code = 500
+
+
+class WeightsError(EngineFailure):
+    """A weights directory is missing, incomplete or does not match the expected layout.
+
+    Raised when a worker builds its engine: the worker refuses to start, with the message.
+    """
+
+    code = "weights_error"

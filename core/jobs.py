@@ -32,7 +32,11 @@ class JobStatus(StrEnum):
 
 
 class RenderOptions(BaseModel):
-    """Options of one render. ``None`` means the engine's own default."""
+    """Options of one render: the common ones, and the engine's own in ``engine_options``.
+
+    ``None`` means the default. The engine's options are checked against its model
+    (``models.options``) by the API, not here: this module does not know the engines.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -56,28 +60,13 @@ class RenderOptions(BaseModel):
         ge=0,
         description="Which face to animate when there are several (0 = largest); largest if unset.",
     )
-    head_motion: float | Literal["still", "sway", "driving"] | None = Field(
-        None, description="Head motion: 0 (still) to 1 (lively), or still/sway/driving (vexpress)."
-    )
-    num_inference_steps: int | None = Field(None, ge=1, le=200, description="Diffusion steps (vexpress: 25).")
-    guidance_scale: float | None = Field(
-        None, ge=1.0, le=20.0, description="Classifier-free guidance scale (vexpress: 3.5)."
-    )
-    reference_attention_weight: float | None = Field(
-        None, ge=0.0, le=5.0, description="Weight of the reference attention (vexpress: 0.95)."
-    )
-    audio_attention_weight: float | None = Field(
-        None, ge=0.0, le=10.0, description="Weight of the audio attention (vexpress: 3.0)."
-    )
-    context_frames: int | None = Field(
-        None,
-        ge=2,
-        le=32,
-        description="Frames per diffusion window (24; at most 32, V-Express's motion modules).",
-    )
-    motion_frames: int | None = Field(None, ge=0, le=32, description="Frames carried between chunks (4).")
-    continuity: Literal["motion_frames", "overlap_average"] | None = Field(
-        None, description="How chunks join: carried motion frames, or the reference's overlap averaging."
+    engine_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The engine's own options (`GET /v1/engines` lists each engine's, with their "
+        "defaults). Checked at submit against the chosen engine; a job records them with every "
+        "default filled in. A top-level field that is not a common option is taken as an engine "
+        "option too (the form of multipart requests): `head_motion=0.8` is "
+        '`engine_options={"head_motion": 0.8}`.',
     )
     webhook_url: str | None = Field(None, max_length=2048, description="URL that receives the job's events.")
     webhook_events: list[WebhookEvent] | None = Field(
@@ -89,12 +78,30 @@ class RenderOptions(BaseModel):
         f"{MAX_METADATA_DEPTH} levels), returned as given.",
     )
 
-    @field_validator("head_motion")
+    @model_validator(mode="before")
     @classmethod
-    def _head_motion_range(cls, value: Any) -> Any:
-        if isinstance(value, float | int) and not 0.0 <= float(value) <= 1.0:
-            raise ValueError("head_motion must be between 0 and 1, or one of still, sway, driving")
-        return value
+    def _engine_options_at_top_level(cls, value: Any) -> Any:
+        """Moves top-level fields that are not common options into ``engine_options``.
+
+        Records stored before engine options were typed hold them at the top level too (with
+        ``null`` for unset ones, which are dropped).
+        """
+        if not isinstance(value, dict):
+            return value
+        loose = {key: item for key, item in value.items() if key not in cls.model_fields}
+        if not loose:
+            return value
+        nested = value.get("engine_options")
+        if nested is None:
+            nested = {}
+        if not isinstance(nested, dict):
+            return value  # the field's own validation reports it
+        both = sorted(set(loose) & set(nested))
+        if both:
+            raise ValueError(f"given both at the top level and in engine_options: {', '.join(both)}")
+        common = {key: item for key, item in value.items() if key in cls.model_fields}
+        given = {key: item for key, item in loose.items() if item is not None}
+        return {**common, "engine_options": {**nested, **given}}
 
     @field_validator("webhook_url")
     @classmethod
@@ -113,16 +120,6 @@ class RenderOptions(BaseModel):
             if size > MAX_METADATA_BYTES:
                 raise ValueError(f"metadata is {size} bytes as JSON, more than {MAX_METADATA_BYTES}")
         return value
-
-    @model_validator(mode="after")
-    def _frames_consistent(self) -> RenderOptions:
-        if (
-            self.context_frames is not None
-            and self.motion_frames is not None
-            and self.motion_frames >= self.context_frames
-        ):
-            raise ValueError("motion_frames must be smaller than context_frames")
-        return self
 
 
 class Progress(BaseModel):

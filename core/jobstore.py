@@ -5,13 +5,16 @@ The API reads these records and never touches rq's own keys; rq carries only the
 Keys (``prefix`` defaults to ``parla:``):
 - ``{prefix}job:{id}`` hash: ``record`` (the job JSON without progress), ``progress`` (JSON),
   ``status``, ``tenant``, ``cancel`` ("1" once cancel was asked), ``chunk_renders`` (counter),
-  ``request_hash``, and the lease of the attempt in flight: ``token`` (the attempt's fencing token),
-  ``lease_until`` (Redis server time, ms), ``worker``.
+  ``request_hash``, ``message`` (the id of the job's latest queue message), and the lease of the
+  attempt in flight: ``token`` (the attempt's fencing token), ``lease_until`` (Redis server time,
+  ms), ``worker``.
 - ``{prefix}tenant:{tenant}:jobs`` sorted set of job ids by creation time (microseconds).
-- ``{prefix}idem:{tenant}:{key}`` JSON ``{"job_id", "request_hash"}``.
+- ``{prefix}idem:{tenant}:{key}`` JSON ``{"job_id", "request_hash", "bound_at_ms"}`` (Redis time).
 - ``{prefix}leases`` sorted set: running job ids by ``lease_until``; recovery re-queues those past it.
-- ``{prefix}requeued`` sorted set: job ids put back to ``queued`` by recovery, until their queue
-  message is sent (a recoverer that dies in between is covered by the next pass).
+- ``{prefix}waiting`` sorted set: ``queued`` job ids until an attempt starts, by when recovery should
+  check that their queue message is still on its way (Redis time, ms). A message can be lost: the
+  API died between storing the job and sending it, a recoverer died before re-sending it, a worker
+  took it and died (or lost Redis) before ``start_attempt``. Recovery then sends a new one.
 - ``{prefix}finished`` sorted set: ``tenant/job id`` by finish time (ms), for retention.
 
 Leases and fencing: ``start_attempt`` gives the attempt a fresh token and a lease; the worker renews
@@ -43,6 +46,10 @@ from core.redisconn import TRANSIENT_REDIS_ERRORS
 log = logging.getLogger(__name__)
 
 IDEMPOTENCY_TTL_S = 24 * 3600
+MESSAGE_CHECK_AFTER_S = 30.0
+"""A queued job's message is first checked this long after it was sent."""
+MESSAGE_RECHECK_S = 300.0
+"""A job found still waiting on its queue is checked again after this long."""
 TRANSACTION_RIDE_OUT_S = 30.0
 """How long a WATCH/MULTI state change keeps retrying while Redis is unreachable."""
 
@@ -101,6 +108,25 @@ end
 return 0
 """
 
+# KEYS: the idempotency key, the job's record. ARGV: job id, age in ms. Deletes the key only while it
+# names that job, the job has no record, and the binding is at least that old (Redis time).
+_RELEASE_STALE_IDEMPOTENT_SCRIPT = """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+local ok, stored = pcall(cjson.decode, raw)
+if not ok or type(stored) ~= 'table' or stored['job_id'] ~= ARGV[1] then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+if now_ms - (tonumber(stored['bound_at_ms']) or 0) < tonumber(ARGV[2]) then return 0 end
+return redis.call('DEL', KEYS[1])
+"""
+
+
+def first_message_id(job_id: str) -> str:
+    """The id of a job's first queue message (the API's); later ones get a suffix."""
+    return job_id
+
 
 def new_job_id() -> str:
     """Sortable-enough, unguessable job id: ``vid_`` + 20 random base32 characters."""
@@ -128,6 +154,7 @@ class JobStore:
         self._renew = client.register_script(_RENEW_SCRIPT)
         self._fenced_write = client.register_script(_FENCED_WRITE_SCRIPT)
         self._forget_idempotent_script = client.register_script(_FORGET_IDEMPOTENT_SCRIPT)
+        self._release_stale_script = client.register_script(_RELEASE_STALE_IDEMPOTENT_SCRIPT)
 
     def _key(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"
@@ -147,6 +174,7 @@ class JobStore:
             params=params,
             metadata=params.metadata,
         )
+        check_at_ms = _redis_now_ms(self.redis) + int(MESSAGE_CHECK_AFTER_S * 1000)
         with self.redis.pipeline() as pipe:
             pipe.hset(
                 self._key(job.id),
@@ -158,9 +186,11 @@ class JobStore:
                     "cancel": "0",
                     "chunk_renders": 0,
                     "request_hash": request_hash,
+                    "message": first_message_id(job.id),
                 },
             )
             pipe.zadd(self._index_key(tenant), {job.id: _micros(job.created_at)})
+            pipe.zadd(self._waiting_key, {job.id: check_at_ms})
             pipe.execute()
         return job
 
@@ -197,6 +227,7 @@ class JobStore:
         with self.redis.pipeline() as pipe:
             pipe.delete(self._key(job_id))
             pipe.zrem(self._index_key(tenant), job_id)
+            pipe.zrem(self._waiting_key, job_id)
             pipe.execute()
 
     def tenant_of(self, job_id: str) -> str | None:
@@ -285,7 +316,8 @@ class JobStore:
     def remember_idempotent(self, tenant: str, key: str, request_hash: str, job_id: str) -> str:
         """Bind ``key`` to ``job_id`` unless a concurrent request bound it first; returns the winner."""
         redis_key = f"{self.prefix}idem:{tenant}:{key}"
-        payload = json.dumps({"job_id": job_id, "request_hash": request_hash})
+        bound_at_ms = _redis_now_ms(self.redis)
+        payload = json.dumps({"job_id": job_id, "request_hash": request_hash, "bound_at_ms": bound_at_ms})
         if self.redis.set(redis_key, payload, nx=True, ex=IDEMPOTENCY_TTL_S):
             return job_id
         winner = self.find_idempotent(tenant, key, request_hash)
@@ -298,6 +330,20 @@ class JobStore:
         concurrent request has bound to its own job. Returns whether the key was removed.
         """
         removed = self._forget_idempotent_script(keys=[f"{self.prefix}idem:{tenant}:{key}"], args=[job_id])
+        return bool(removed)
+
+    def release_stale_idempotent(self, tenant: str, key: str, job_id: str, older_than_s: float) -> bool:
+        """Unbind ``key`` from ``job_id`` when that job was never created and the binding is old.
+
+        A submission binds its key before it stores the job; one whose API process died in between
+        leaves a key bound to a job that will never exist. After ``older_than_s`` (longer than any
+        submission takes) a retry with the key may take it over. Atomic: the key is kept if it
+        names another job, the job exists, or the binding is younger. Returns whether it was removed.
+        """
+        removed = self._release_stale_script(
+            keys=[f"{self.prefix}idem:{tenant}:{key}", self._key(job_id)],
+            args=[job_id, int(older_than_s * 1000)],
+        )
         return bool(removed)
 
     # --- state changes (each atomic: WATCH + MULTI)
@@ -327,7 +373,7 @@ class JobStore:
                         key, ["record", "progress", "token", "tenant", "lease_until"]
                     )
                     if raw is None:
-                        pipe.unwatch()  # type: ignore[no-untyped-call]
+                        pipe.unwatch()
                         return None
                     job = Job.model_validate_json(raw)
                     job.progress = Progress.model_validate_json(progress) if progress else Progress()
@@ -337,9 +383,9 @@ class JobStore:
                         "lease_until": _text(lease_until or b"0"),
                     }
                     if not change(job, fields):
-                        pipe.unwatch()  # type: ignore[no-untyped-call]
+                        pipe.unwatch()
                         return None
-                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.multi()
                     pipe.hset(
                         key,
                         mapping={
@@ -351,7 +397,7 @@ class JobStore:
                         pipe.hset(key, mapping={"token": "", "lease_until": 0})
                         pipe.expire(key, self.ttl_s)
                         pipe.zrem(self._leases_key, job_id)
-                        pipe.zrem(self._requeued_key, job_id)
+                        pipe.zrem(self._waiting_key, job_id)
                         finished_ms = int((job.finished_at or utcnow()).timestamp() * 1000)
                         pipe.zadd(self._finished_key, {f"{fields['tenant']}/{job_id}": finished_ms})
                     if extra is not None:
@@ -364,7 +410,7 @@ class JobStore:
                     if time.monotonic() > deadline:
                         raise
                     log.warning("job %s: Redis unreachable during a state change; retrying", job_id)
-                    pipe.reset()  # type: ignore[no-untyped-call]
+                    pipe.reset()
                     time.sleep(wait)
                     wait = min(2.0, wait * 2)
 
@@ -373,8 +419,8 @@ class JobStore:
         return f"{self.prefix}leases"
 
     @property
-    def _requeued_key(self) -> str:
-        return f"{self.prefix}requeued"
+    def _waiting_key(self) -> str:
+        return f"{self.prefix}waiting"
 
     @property
     def _finished_key(self) -> str:
@@ -405,7 +451,7 @@ class JobStore:
                 self._key(job_id), mapping={"token": token, "lease_until": lease_until, "worker": worker}
             )
             pipe.zadd(self._leases_key, {job_id: lease_until})
-            pipe.zrem(self._requeued_key, job_id)
+            pipe.zrem(self._waiting_key, job_id)
 
         job = self._update(job_id, change, extra)
         return Attempt(job, token, lease_until) if job is not None else None
@@ -512,7 +558,7 @@ class JobStore:
     def reclaim(self, job_id: str, max_attempts: int) -> Literal["requeue", "failed", "skip"]:
         """Take back a job whose attempt's lease ended: ``queued`` again, or failed out of attempts.
 
-        ``requeue``: the caller must send a queue message, then call ``requeued``. ``failed``: the job
+        ``requeue``: the caller must send a queue message (``message_sent``). ``failed``: the job
         ended with ``worker_lost`` (notify). ``skip``: the lease was renewed meanwhile or the job ended.
         """
         now_ms = _redis_now_ms(self.redis)
@@ -537,7 +583,7 @@ class JobStore:
             if job.status == JobStatus.QUEUED:
                 pipe.hset(self._key(job_id), mapping={"token": "", "lease_until": 0})
                 pipe.zrem(self._leases_key, job_id)
-                pipe.zadd(self._requeued_key, {job_id: now_ms})
+                pipe.zadd(self._waiting_key, {job_id: now_ms})
 
         if self._update(job_id, change, extra) is None:
             if not self.redis.exists(self._key(job_id)):
@@ -545,22 +591,44 @@ class JobStore:
             return "skip"
         return outcome[0]
 
-    def requeued(self, job_id: str) -> None:
-        """The queue message of a re-queued job was sent."""
-        self.redis.zrem(self._requeued_key, job_id)
+    def message_sent(self, job_id: str, message_id: str) -> None:
+        """A new queue message ``message_id`` was sent for the queued job: check it later."""
+        check_at_ms = _redis_now_ms(self.redis) + int(MESSAGE_CHECK_AFTER_S * 1000)
+        with self.redis.pipeline() as pipe:
+            pipe.hset(self._key(job_id), "message", message_id)
+            pipe.zadd(self._waiting_key, {job_id: check_at_ms}, xx=True)
+            pipe.execute()
 
-    def unsent_requeues(self, older_than_s: float, limit: int = 100) -> builtins.list[str]:
-        """Jobs re-queued more than ``older_than_s`` ago whose queue message may never have been sent."""
-        before_ms = _redis_now_ms(self.redis) - int(older_than_s * 1000)
-        ids = self.redis.zrangebyscore(self._requeued_key, "-inf", before_ms, start=0, num=limit)
-        pending = []
+    def check_later(self, job_id: str, after_s: float = MESSAGE_RECHECK_S) -> None:
+        """The job's message is still on its queue: look again in ``after_s``."""
+        check_at_ms = _redis_now_ms(self.redis) + int(after_s * 1000)
+        self.redis.zadd(self._waiting_key, {job_id: check_at_ms}, xx=True)
+
+    def waiting_due(self, limit: int = 100) -> builtins.list[tuple[str, str]]:
+        """``(job id, latest message id)`` of queued jobs whose message is due for a check.
+
+        Members that are no longer queued (started, ended, expired) are dropped on the way.
+        """
+        now_ms = _redis_now_ms(self.redis)
+        ids = self.redis.zrangebyscore(self._waiting_key, "-inf", now_ms, start=0, num=limit)
+        due = []
         for raw in cast(builtins.list[bytes], ids):
             job_id = _text(raw)
-            if _text(self.redis.hget(self._key(job_id), "status") or b"") == JobStatus.QUEUED.value:
-                pending.append(job_id)
+            status, message = self.redis.hmget(self._key(job_id), ["status", "message"])
+            if _text(status or b"") == JobStatus.QUEUED.value:
+                due.append((job_id, _text(message or b"")))
             else:
-                self.redis.zrem(self._requeued_key, job_id)
-        return pending
+                self.redis.zrem(self._waiting_key, job_id)
+        return due
+
+    def adopt_legacy_requeues(self) -> int:
+        """Moves the members of ``{prefix}requeued`` (before ``waiting``) into ``waiting``, due now."""
+        legacy = f"{self.prefix}requeued"
+        members = cast(builtins.list[bytes], self.redis.zrange(legacy, 0, -1))
+        if members:
+            self.redis.zadd(self._waiting_key, {_text(m): 0 for m in members})
+            self.redis.delete(legacy)
+        return len(members)
 
     def expired_finished(self, older_than_s: float, limit: int = 100) -> builtins.list[tuple[str, str]]:
         """``(tenant, job id)`` of jobs that ended more than ``older_than_s`` ago (retention)."""

@@ -8,8 +8,14 @@ refused by ``JobStore.start_attempt``.
 
 from __future__ import annotations
 
+import secrets
+
 import redis
 from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+
+from core.jobstore import first_message_id
 
 RENDER_FUNCTION = "worker.tasks.render_job"
 
@@ -32,16 +38,30 @@ class JobQueue:
     def queue(self, engine: str) -> Queue:
         return Queue(queue_name(engine), connection=self.redis)
 
-    def enqueue(self, job_id: str, engine: str, delivery: int = 0) -> None:
-        """Send ``job_id`` to ``engine``'s workers; ``delivery`` > 0 for a re-queue after worker loss."""
+    def enqueue(self, job_id: str, engine: str, *, first: bool = True) -> str:
+        """Send ``job_id`` to ``engine``'s workers; returns the message id.
+
+        The API's message is the job's first (its id is the job id); every later one (recovery's)
+        gets a fresh id, so that it never collides with a message rq still remembers.
+        """
+        message_id = first_message_id(job_id) if first else f"{job_id}-m{secrets.token_hex(4)}"
         self.queue(engine).enqueue(
             RENDER_FUNCTION,
             job_id,
-            job_id=job_id if delivery == 0 else f"{job_id}-r{delivery}",
+            job_id=message_id,
             job_timeout=-1,  # long renders are fine; liveness comes from the job's lease
             result_ttl=3600,
             failure_ttl=24 * 3600,
         )
+        return message_id
+
+    def is_waiting(self, message_id: str) -> bool:
+        """Whether message ``message_id`` is still waiting on a queue (not taken, not gone)."""
+        try:
+            job = Job.fetch(message_id, connection=self.redis)
+        except NoSuchJobError:
+            return False
+        return job.get_status(refresh=False) in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED)
 
     def depth(self, engines: list[str]) -> int:
         """Jobs waiting in the queues of ``engines``."""

@@ -5,8 +5,9 @@ Two limits, each checked and recorded by one Lua script (atomic across replicas)
 - submissions per minute: a sliding window (``P ratelimit:submissions:<tenant>``, a sorted set of
   submission times; entries older than the window are trimmed on every call);
 - concurrent queued jobs: ``P ratelimit:queued:<tenant>``, a sorted set of the tenant's queued job
-  ids scored by when they were admitted. The API calls ``acquire_queued`` on submit and
-  ``release_queued`` when the job leaves ``queued`` (started, canceled, failed). Members older than
+  ids scored by when they were admitted. The API's ``admit`` takes a slot on submit (``acquire_queued``
+  takes one alone) and ``release_queued`` gives it back when the job leaves ``queued`` (started,
+  canceled, failed, or its submission rolled back). Members older than
   ``stale_queued_after_s`` are pruned, so a job lost between acquire and release (an API replica
   killed mid-request) cannot hold its slot forever.
 

@@ -47,7 +47,15 @@ class Settings(BaseSettings):
         3.0, description="Connect and read timeout of the API's Redis calls (an outage is a 503 soon)."
     )
     key_prefix: str = Field("parla:", description="Prefix of every Redis key Parla writes.")
-    job_ttl_s: int = Field(7 * 24 * 3600, description="How long finished job records and files are kept.")
+    idempotency_stale_s: float = Field(
+        300.0,
+        description="An Idempotency-Key bound by a submission that never created its job (its API "
+        "process died) is taken over by a retry after this long, instead of a 409 for 24 h.",
+    )
+    job_ttl_s: int = Field(
+        7 * 24 * 3600,
+        description="How long a finished job is kept: then the worker's recovery deletes its record and files.",
+    )
 
     # --- storage
     storage: Literal["local", "s3"] = Field("local", description="Where inputs, segments and videos live.")
@@ -67,8 +75,10 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Engines the API accepts (comma-separated). Empty: just `engine`.",
     )
-    engine_options: dict[str, Any] = Field(
-        default_factory=dict, description="JSON object of extra constructor options for the worker's engine."
+    engine_config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="JSON object of constructor arguments of the worker's engine (e.g. `dtype`, "
+        "`converted_dir`); a key the engine does not take stops the worker at boot.",
     )
     weights_dir: Path | None = Field(None, description="Directory of model weights (vexpress).")
     device: str = Field("auto", description="Torch device of the worker: auto, cuda, cuda:N or cpu.")
@@ -144,7 +154,7 @@ class Settings(BaseSettings):
             return [float(part) for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("engine_options", mode="before")
+    @field_validator("engine_config", mode="before")
     @classmethod
     def _parse_options(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -2,8 +2,9 @@
 
 The runner (``worker/runner.py``) never knows which model it drives. It calls, in order:
 
-1. ``prepare(inputs, params)`` once per job (also again when a job resumes after a crash: it must be
-   deterministic, so that a resumed job sees the same prepared state);
+1. ``prepare(inputs, params)`` once per job, ``params.options`` being the engine's own typed
+   options (also again when a job resumes after a crash: it must be deterministic, so that a
+   resumed job sees the same prepared state);
 2. ``plan(prepared)`` to get the chunks, contiguous frame ranges covering ``[0, prepared.num_frames)``;
 3. ``render_chunk(prepared, chunk, carry)`` for each chunk in order, handing over the ``ChunkCarry``
    the previous chunk returned (``None`` for the first chunk). The runner stores every carry, so a
@@ -11,8 +12,9 @@ The runner (``worker/runner.py``) never knows which model it drives. It calls, i
    an earlier process. Rendering in chunks with carries must give the same frames as an
    uninterrupted run.
 
-This module depends on numpy only, so that the API process can import the parameter types without
-torch.
+Engines are generic over their prepared state and their options model (``models.options``); the
+registry (``models.registry``) names each engine's options, capabilities and constructor. This
+module depends on numpy and pydantic only, so that the API process can import it without torch.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
+
+from models.options import OptionsT
 
 Frames = npt.NDArray[np.uint8]
 """Rendered frames, uint8 RGB, shape ``(F, H, W, 3)``."""
@@ -60,31 +64,39 @@ class RenderInputs:
 
 
 Framing = Literal["crop", "full"]
-Continuity = Literal["motion_frames", "overlap_average"]
-HeadMotion = Literal["still", "sway", "driving"]
 
 
 @dataclass(frozen=True)
-class RenderParams:
-    """Render options of one job. Every engine reads the ones that concern it and ignores the rest.
+class RenderParams(Generic[OptionsT]):
+    """Render options of one job: the common ones, and the engine's own (``options``).
 
-    ``None`` means "the engine's own default" for the diffusion options.
+    Attributes:
+        options: the engine's options (its ``Engine.options_model``), validated, defaults filled in.
+        fps: frames per second of the output.
+        size: side of the square face crop, pixels.
+        seed: random seed of the job.
+        framing: ``crop`` (square video of the face) or ``full`` (pasted back into the photo).
+        face_index: which face to animate (largest first); None for the largest.
     """
 
+    options: OptionsT
     fps: float = 25.0
     size: int = 512
     seed: int = 0
     framing: Framing = "crop"
     face_index: int | None = None
-    head_motion: float | HeadMotion | None = None  # None: the engine's default (warp 0.5, vexpress still)
-    num_inference_steps: int | None = None
-    guidance_scale: float | None = None
-    reference_attention_weight: float | None = None
-    audio_attention_weight: float | None = None
-    context_frames: int | None = None
-    motion_frames: int | None = None
-    continuity: Continuity | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+
+
+COMMON_PARAMS = ("fps", "size", "seed", "framing", "face_index")
+
+
+def make_params(options_model: type[OptionsT], **values: Any) -> RenderParams[OptionsT]:
+    """``RenderParams`` from flat values: the common ones, the rest validated as ``options_model``.
+
+    For tests, benchmarks and scripts; raises pydantic's ``ValidationError`` for refused options.
+    """
+    common = {name: values.pop(name) for name in COMMON_PARAMS if name in values}
+    return RenderParams(options_model.model_validate(values), **common)
 
 
 @dataclass(frozen=True)
@@ -119,7 +131,7 @@ class ChunkCarry:
             f"a.{k}": np.ascontiguousarray(v) for k, v in self.arrays.items()
         }
         payload["meta"] = np.frombuffer(json.dumps(self.meta).encode(), dtype=np.uint8)
-        np.savez(buffer, **payload)  # type: ignore[arg-type]
+        np.savez(buffer, **payload)
         return buffer.getvalue()
 
     @classmethod
@@ -130,7 +142,6 @@ class ChunkCarry:
         return cls(arrays=arrays, meta=meta)
 
 
-@runtime_checkable
 class Prepared(Protocol):
     """Per-job state computed once by ``Engine.prepare`` and read by every chunk.
 
@@ -143,20 +154,34 @@ class Prepared(Protocol):
     width: int
 
 
-@runtime_checkable
-class Engine(Protocol):
+PreparedT = TypeVar("PreparedT", bound=Prepared)
+
+
+class Engine(Protocol[PreparedT, OptionsT]):
+    """A renderer, generic over its prepared state and its options model.
+
+    ``options_model`` is the ``models.options.EngineOptions`` subclass of the job options this
+    engine reads (also named by its ``models.registry.EngineSpec``, which the API reads without
+    importing the engine).
+    """
+
     name: str
+    options_model: type[OptionsT]
 
     def warmup(self) -> None:
         """Run a tiny render once so that the first job does not pay for lazy initialisation."""
 
-    def prepare(self, inputs: RenderInputs, params: RenderParams) -> Prepared: ...
+    def prepare(self, inputs: RenderInputs, params: RenderParams[OptionsT]) -> PreparedT: ...
 
-    def plan(self, prepared: Prepared) -> list[ChunkSpec]: ...
+    def plan(self, prepared: PreparedT) -> list[ChunkSpec]: ...
 
     def render_chunk(
-        self, prepared: Prepared, chunk: ChunkSpec, carry: ChunkCarry | None
+        self, prepared: PreparedT, chunk: ChunkSpec, carry: ChunkCarry | None
     ) -> tuple[Frames, ChunkCarry]: ...
+
+
+AnyEngine = Engine[Any, Any]
+"""An engine whose prepared state and options are not known statically (the runner's view)."""
 
 
 def even_chunks(num_frames: int, chunk_frames: int) -> list[ChunkSpec]:

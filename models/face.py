@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from models.errors import EngineInputError
+from core.errors import InvalidInput
 
 MIN_FACE_SIZE_PX = 64
 MAX_ABS_YAW_DEG = 45.0
@@ -265,18 +265,18 @@ def select_face(faces: list[Face], face_index: int | None) -> Face:
     """The face to animate: ``faces[face_index]``, or the largest when ``face_index`` is None.
 
     Raises:
-        EngineInputError: ``no_face_found`` when ``faces`` is empty, ``face_not_found`` when
+        InvalidInput: ``no_face_found`` when ``faces`` is empty, ``face_not_found`` when
             ``face_index`` names a face that is not there.
     """
     if not faces:
-        raise EngineInputError("no_face_found", "no face was found in the image")
+        raise InvalidInput("no face was found in the image", code="no_face_found")
     if face_index is None:
         return faces[0]
     if not 0 <= face_index < len(faces):
         found = f"only {len(faces)} face was" if len(faces) == 1 else f"only {len(faces)} faces were"
-        raise EngineInputError(
-            "face_not_found",
+        raise InvalidInput(
             f"face_index {face_index} but {found} found (numbered from 0, largest first)",
+            code="face_not_found",
         )
     return faces[face_index]
 
@@ -299,20 +299,20 @@ def admit_portrait(
         max_abs_yaw: degrees (``MAX_ABS_YAW_DEG`` by default).
 
     Raises:
-        EngineInputError: ``no_face_found``; ``face_not_found`` (``face_index`` out of range);
+        InvalidInput: ``no_face_found``; ``face_not_found`` (``face_index`` out of range);
             ``face_too_small`` (shorter box side < ``min_face_size``); ``face_not_frontal``
             (``|yaw| > max_abs_yaw``).
     """
     face = select_face((analyzer or _default_analyzer()).detect(image), face_index)
     if face.size < min_face_size:
-        raise EngineInputError(
-            "face_too_small",
+        raise InvalidInput(
             f"the face is {face.size:.0f} px, the minimum is {min_face_size:.0f} px: use a larger or closer photo",
+            code="face_too_small",
         )
     if abs(face.yaw) > max_abs_yaw:
-        raise EngineInputError(
-            "face_not_frontal",
+        raise InvalidInput(
             f"the head is turned {abs(face.yaw):.0f} degrees, the maximum is {max_abs_yaw:.0f}",
+            code="face_not_frontal",
         )
     return face
 

@@ -1,31 +1,192 @@
-"""Engine names -> constructors, imported lazily so that a process loads only the engine it runs."""
+"""The engines Parla knows: name -> options model, capabilities and a lazily imported constructor.
+
+This module is torch-free: the API reads it to validate a job's ``engine_options`` at submit and to
+describe the engines (``GET /v1/engines``, the OpenAPI document); a worker calls ``build_engine``,
+which imports only the engine it runs. Each ``load`` function imports its engine's constructor when
+called, and mypy checks that what it returns builds an ``Engine``.
+"""
 
 from __future__ import annotations
 
-import importlib
+import inspect
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from models.engine import Engine
+from models.engine import AnyEngine
+from models.liveportrait.options import LivePortraitOptions
+from models.options import EngineOptions
+from models.testing import PatternOptions
+from models.vexpress.options import VExpressOptions, VExpressTinyOptions
+from models.warp.options import WarpOptions
 
-ENGINES: dict[str, str] = {
-    "warp": "models.warp.engine:WarpEngine",
-    "vexpress": "models.vexpress.engine:VExpressEngine",
-    "test": "models.testing:PatternEngine",
-    # the vexpress pipeline on tiny random weights: exercises the whole diffusion path without weights
-    "vexpress-tiny": "models.vexpress.testing:tiny_engine",
-    "liveportrait": "models.liveportrait.engine:LivePortraitEngine",
-    # the LivePortrait renderer on tiny random weights, for end-to-end tests without weights
-    "liveportrait-tiny": "models.liveportrait.engine:tiny_engine",
+EngineFactory = Callable[..., AnyEngine]
+"""An engine's constructor: keyword arguments from the worker (``device``, ``weights_dir``,
+``PARLA_ENGINE_CONFIG``'s keys)."""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine can do, for clients building their forms (``GET /v1/engines``).
+
+    Attributes:
+        driving_video: uses a ``driving_video`` input (a job with one for an engine without it is refused).
+        emotion: takes an emotion control.
+        gaze: takes a gaze control.
+        motion_output: can return its generated motion besides the video.
+        framing: the ``framing`` values it renders.
+        needs_weights: loads model weights (the worker refuses to start without them).
+        realtime: renders faster than real time on one GPU.
+    """
+
+    driving_video: bool = False
+    emotion: bool = False
+    gaze: bool = False
+    motion_output: bool = False
+    framing: tuple[str, ...] = ("crop", "full")
+    needs_weights: bool = False
+    realtime: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["framing"] = list(self.framing)
+        return values
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """One engine: its name, a line about it, its options model, capabilities and constructor."""
+
+    name: str
+    summary: str
+    options: type[EngineOptions]
+    capabilities: Capabilities
+    load: Callable[[], EngineFactory]
+
+    def options_schema(self) -> dict[str, Any]:
+        """JSON schema of the engine's options."""
+        return self.options.model_json_schema()
+
+    def defaults(self) -> dict[str, Any]:
+        """The options a job gets when it sets none."""
+        return self.options().model_dump(mode="json")
+
+
+def _warp() -> EngineFactory:
+    from models.warp.engine import WarpEngine
+
+    return WarpEngine
+
+
+def _vexpress() -> EngineFactory:
+    from models.vexpress.engine import VExpressEngine
+
+    return VExpressEngine
+
+
+def _vexpress_tiny() -> EngineFactory:
+    from models.vexpress.testing import tiny_engine
+
+    return tiny_engine
+
+
+def _liveportrait() -> EngineFactory:
+    from models.liveportrait.engine import LivePortraitEngine
+
+    return LivePortraitEngine
+
+
+def _liveportrait_tiny() -> EngineFactory:
+    from models.liveportrait.engine import tiny_engine
+
+    return tiny_engine
+
+
+def _pattern() -> EngineFactory:
+    from models.testing import PatternEngine
+
+    return PatternEngine
+
+
+ENGINES: dict[str, EngineSpec] = {
+    spec.name: spec
+    for spec in (
+        EngineSpec(
+            "warp",
+            "Face-mesh warp driven by the audio; no weights, CPU, faster than real time.",
+            WarpOptions,
+            Capabilities(realtime=True),
+            _warp,
+        ),
+        EngineSpec(
+            "vexpress",
+            "V-Express: SD1.5 diffusion with reference, keypoint and audio attention.",
+            VExpressOptions,
+            Capabilities(driving_video=True, needs_weights=True),
+            _vexpress,
+        ),
+        EngineSpec(
+            "vexpress-tiny",
+            "The vexpress pipeline on tiny random weights (tests: noise, not faces).",
+            VExpressTinyOptions,
+            Capabilities(driving_video=True),
+            _vexpress_tiny,
+        ),
+        EngineSpec(
+            "liveportrait",
+            "LivePortrait: implicit-keypoint neural warp; driving video, or lips/blinks/sway from the audio.",
+            LivePortraitOptions,
+            Capabilities(driving_video=True, needs_weights=True, realtime=True),
+            _liveportrait,
+        ),
+        EngineSpec(
+            "liveportrait-tiny",
+            "The liveportrait renderer on tiny random weights (tests: noise, not faces).",
+            LivePortraitOptions,
+            Capabilities(driving_video=True),
+            _liveportrait_tiny,
+        ),
+        EngineSpec(
+            "test",
+            "A pattern that follows the audio's loudness (tests of the job machinery).",
+            PatternOptions,
+            Capabilities(driving_video=True),
+            _pattern,
+        ),
+    )
 }
 
 
-def build_engine(name: str, **options: Any) -> Engine:
-    """Construct the engine called ``name``; ``options`` go to its constructor (weights_dir, device...)."""
+def engine_spec(name: str) -> EngineSpec:
+    """The spec of engine ``name``.
+
+    Raises:
+        ValueError: no such engine.
+    """
     try:
-        target = ENGINES[name]
+        return ENGINES[name]
     except KeyError:
-        raise ValueError(f"unknown engine {name!r}; known: {sorted(ENGINES)}") from None
-    module_name, _, class_name = target.partition(":")
-    engine_class = getattr(importlib.import_module(module_name), class_name)
-    engine: Engine = engine_class(**options)
+        raise ValueError(f"unknown engine {name!r}; known: {', '.join(sorted(ENGINES))}") from None
+
+
+def build_engine(name: str, **config: Any) -> AnyEngine:
+    """Construct engine ``name`` with ``config`` (``device``, ``weights_dir``, ...).
+
+    Raises:
+        ValueError: an unknown engine, or a config key its constructor does not take (named).
+        WeightsError: from the constructor, when its weights are missing or do not match.
+    """
+    spec = engine_spec(name)
+    factory = spec.load()
+    accepted = inspect.signature(factory).parameters
+    unknown = sorted(key for key in config if key not in accepted)
+    if unknown:
+        raise ValueError(
+            f"engine {name!r} does not take {', '.join(unknown)}; it takes: {', '.join(accepted)}"
+        )
+    engine = factory(**config)
+    if engine.options_model is not spec.options:
+        raise TypeError(
+            f"engine {name!r} reads {engine.options_model.__name__}, its spec names {spec.options.__name__}"
+        )
     return engine

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -17,6 +17,11 @@ from models.engine import (
     even_chunks,
     num_frames_for,
 )
+from models.options import EngineOptions
+
+
+class PatternOptions(EngineOptions):
+    """The test engine's options (it has none of its own: any option is refused)."""
 
 
 @dataclass
@@ -35,19 +40,26 @@ class PatternEngine:
     ``carry.meta["frames_rendered"]`` counts frames so far and ``carry.arrays["level"]`` holds a
     smoothed level, so the output depends on the carry exactly as a real engine's does.
     ``chunk_frames`` sets the chunk length; ``frame_delay_s`` slows rendering down for tests that
-    need a job to be mid-flight.
+    need a job to be mid-flight; ``device`` and ``weights_dir`` (given by the worker) are ignored.
     """
 
     name = "test"
+    options_model = PatternOptions
 
-    def __init__(self, chunk_frames: int = 8, frame_delay_s: float = 0.0, **_: Any) -> None:
+    def __init__(
+        self,
+        chunk_frames: int = 8,
+        frame_delay_s: float = 0.0,
+        device: str | None = None,
+        weights_dir: str | Path | None = None,
+    ) -> None:
         self.chunk_frames = chunk_frames
         self.frame_delay_s = frame_delay_s
 
     def warmup(self) -> None:
         return None
 
-    def prepare(self, inputs: RenderInputs, params: RenderParams) -> PatternPrepared:
+    def prepare(self, inputs: RenderInputs, params: RenderParams[PatternOptions]) -> PatternPrepared:
         from PIL import Image
 
         size = params.size
@@ -60,7 +72,7 @@ class PatternEngine:
             loudness[i] = float(np.sqrt(np.mean(window**2))) if len(window) else 0.0
         return PatternPrepared(num_frames, params.fps, size, size, portrait, loudness)
 
-    def plan(self, prepared: PatternPrepared) -> list[ChunkSpec]:  # type: ignore[override]
+    def plan(self, prepared: PatternPrepared) -> list[ChunkSpec]:
         return even_chunks(prepared.num_frames, self.chunk_frames)
 
     def render_chunk(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -11,10 +12,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from core import __version__, redisconn
 from core.errors import InvalidInput, ParlaError, RateLimited, Unauthorized
 from core.jobs import Job
 from core.jobstore import JobStore
@@ -26,10 +26,11 @@ from core.settings import Settings
 from core.storage import Storage, storage_from_settings, video_url
 from core.webhook_outbox import WebhookOutbox
 from core.workers import WorkerRegistry
+from models.registry import engine_spec
 from service.auth import ApiKeyRegistry
 from service.deps import Authenticator, PortraitCheck, Services
 from service.middleware import BodySizeLimit, HeadSizeLimit
-from service.routes import downloads, health, videos
+from service.routes import downloads, engines, health, videos
 
 log = logging.getLogger("parla.api")
 
@@ -61,20 +62,16 @@ def key_authenticator(registry: ApiKeyRegistry) -> Authenticator:
 
 
 def face_portrait_check(settings: Settings) -> PortraitCheck:
-    """The submit-time face check of ``models.face``, its engine errors turned into 422s."""
-    from models.errors import EngineInputError
+    """The submit-time face check of ``models.face`` (its ``InvalidInput`` errors are 422s)."""
     from models.face import admit_portrait
 
     def check(image: npt.NDArray[np.uint8], face_index: int | None) -> None:
-        try:
-            admit_portrait(
-                image,
-                face_index,
-                min_face_size=settings.face_min_size_px,
-                max_abs_yaw=settings.face_max_yaw_deg,
-            )
-        except EngineInputError as exc:
-            raise InvalidInput(exc.message, code=exc.code) from None
+        admit_portrait(
+            image,
+            face_index,
+            min_face_size=settings.face_min_size_px,
+            max_abs_yaw=settings.face_max_yaw_deg,
+        )
 
     return check
 
@@ -90,19 +87,42 @@ RETRY_AFTER_S = 5
 
 
 def api_redis_client(settings: Settings) -> redis.Redis:
-    """The API's Redis client: short timeouts so that an outage is a 503 within seconds.
-
-    One quick retry on a connection error replaces a pooled connection that went stale when Redis
-    restarted; a timeout is not retried (a hung Redis would only double the wait).
-    """
+    """The API's Redis client (``core.redisconn``'s ``api`` role: an outage is a 503 within seconds)."""
     if not settings.redis_url:
         raise ValueError("settings.redis_url is required (or pass redis_client)")
-    return redis.Redis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=settings.redis_timeout_s,
-        socket_timeout=settings.redis_timeout_s,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.1), 1, (redis.exceptions.ConnectionError,)),
-    )
+    return redisconn.redis_client(settings.redis_url, "api", timeout_s=settings.redis_timeout_s)
+
+
+class ParlaAPI(FastAPI):
+    """The app; its OpenAPI document also describes each enabled engine's ``engine_options``.
+
+    Every engine's options model becomes a component schema (``WarpOptions``, ...), and
+    ``RenderOptions.engine_options`` is one of them (which one depends on ``engine``).
+    """
+
+    def __init__(self, *, engine_names: list[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.engine_names = list(engine_names)
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is not None:
+            return self.openapi_schema
+        schema = super().openapi()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        refs: dict[str, dict[str, str]] = {}
+        for name in self.engine_names:
+            spec = engine_spec(name)
+            model_schema = spec.options.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(model_schema.pop("$defs", {}))
+            model_schema["description"] = f"`engine_options` of engine `{name}`: {spec.summary}"
+            components[spec.options.__name__] = model_schema
+            refs[spec.options.__name__] = {"$ref": f"#/components/schemas/{spec.options.__name__}"}
+        properties = components.get("RenderOptions", {}).get("properties", {})
+        if "engine_options" in properties:
+            description = properties["engine_options"].get("description", "")
+            properties["engine_options"] = {"description": description, "anyOf": list(refs.values())}
+        self.openapi_schema = schema
+        return schema
 
 
 def create_app(
@@ -127,6 +147,8 @@ def create_app(
         metrics: the API's metrics (a fresh registry if omitted).
         queue: the job queue (on ``redis_client`` when omitted).
     """
+    for name in settings.enabled_engines:
+        engine_spec(name)  # an unknown engine name stops the API here, not at the first submit
     if redis_client is None:
         redis_client = api_redis_client(settings)
     if authenticate is None:
@@ -141,13 +163,15 @@ def create_app(
         metrics or ParlaMetrics(CollectorRegistry()),
         queue or JobQueue(redis_client),
     )
-    app = FastAPI(
+    app = ParlaAPI(
+        engine_names=settings.enabled_engines,
         title="Parla",
-        version="1.0.0",
+        version=__version__,
         description="One portrait and one speech recording in, an MP4 of that person speaking out.",
     )
     app.state.services = services
     app.include_router(videos.router)
+    app.include_router(engines.router)
     app.include_router(downloads.router)
     app.include_router(health.router)
     app.add_middleware(
@@ -178,6 +202,7 @@ def _build_services(
         key_prefix=settings.key_prefix,
     )
     notifier = JobNotifier(outbox, metrics, lambda job_id: video_url(storage, settings, job_id))
+    workers = WorkerRegistry(redis_client, settings.key_prefix)
 
     def admit_submission(tenant: str, job_id: str) -> None:
         decision = limiter.admit(tenant, job_id)
@@ -204,7 +229,8 @@ def _build_services(
         admit_submission=admit_submission,
         release_submission=limiter.release_queued,
         on_canceled=on_canceled,
-        engine_served=WorkerRegistry(redis_client, settings.key_prefix).is_served,
+        engine_served=workers.is_served,
+        engine_workers=workers.cards,
     )
 
 

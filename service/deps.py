@@ -39,7 +39,9 @@ class Services:
     job_id)`` raises to refuse a submission (rate limits), ``release_submission(tenant, job_id)``
     gives back what it took when the submission is not completed, ``on_canceled`` observes a job
     canceled while queued (once, by the call that canceled it), ``webhook_logs(job_ids)`` returns
-    the jobs' webhook deliveries for their JSON, in one batch.
+    the jobs' webhook deliveries for their JSON, in one batch; ``engine_served(engine)`` tells
+    whether a live worker serves an engine and ``engine_workers(engine)`` gives their cards
+    (``core.workers``).
     """
 
     settings: Settings
@@ -55,6 +57,7 @@ class Services:
     release_submission: Callable[[str, str], None] | None = None
     on_canceled: Callable[[str, Job], None] | None = None
     engine_served: Callable[[str], bool] | None = None
+    engine_workers: Callable[[str], list[dict[str, Any]]] | None = None
 
 
 def get_services(request: Request) -> Services:

@@ -23,7 +23,7 @@ from core.netguard import BlockedAddress, UnsafeURL, check_url, guarded_async_cl
 
 FILE_FIELDS = ("image", "audio", "driving_video")
 JSON_LIST_FIELDS = ("webhook_events",)
-JSON_OBJECT_FIELDS = ("metadata",)
+JSON_OBJECT_FIELDS = ("metadata", "engine_options")
 
 logger = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from core.errors import WeightsError
 from core.jobstore import JobStore
 from core.media import InputLimits
 from core.metrics import ParlaMetrics
@@ -26,8 +27,7 @@ from core.storage import storage_from_settings, video_url
 from core.webhook_outbox import WebhookOutbox
 from core.webhooks import parse_secrets
 from core.workers import WorkerRegistry
-from models.engine import Engine
-from models.errors import WeightsError
+from models.engine import AnyEngine
 from models.registry import build_engine
 from worker import tasks
 from worker.metrics import start_metrics_server
@@ -52,15 +52,15 @@ def resolve_device(device: str) -> str:
         return "cpu"
 
 
-def load_engine(settings: Settings) -> Engine:
+def load_engine(settings: Settings) -> AnyEngine:
     """Construct and warm up the configured engine (raises with a clear message on missing weights)."""
-    options: dict[str, Any] = {"device": resolve_device(settings.device), **settings.engine_options}
+    options: dict[str, Any] = {"device": resolve_device(settings.device), **settings.engine_config}
     if settings.weights_dir is not None:
         options.setdefault("weights_dir", settings.weights_dir)
     started = time.perf_counter()
     try:
         engine = build_engine(settings.engine, **options)
-    except WeightsError as exc:
+    except (WeightsError, ValueError) as exc:
         raise SystemExit(f"worker cannot start engine {settings.engine!r}: {exc}") from None
     engine.warmup()
     log.info(

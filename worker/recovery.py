@@ -5,8 +5,10 @@ Each pass:
 1. jobs whose lease ran out (their worker died: OOM, kill -9, node loss, or it lost Redis for
    longer than a lease) go back to ``queued`` and get a new queue message, or fail with
    ``worker_lost`` when their attempts are used up;
-2. re-queued jobs whose message may not have been sent (a recoverer died in between) get it now
-   (a duplicate message is harmless: ``JobStore.start_attempt`` takes a job once);
+2. queued jobs whose queue message is lost get a new one: the API died between storing the job and
+   sending it, a recoverer died before re-sending it, or a worker took the message and died (or
+   lost Redis) before starting the attempt. A message still waiting on its queue is checked again
+   later; a duplicate message is harmless (``JobStore.start_attempt`` takes a job once);
 3. jobs that ended more than ``PARLA_JOB_TTL_S`` ago lose their files (inputs, segments, chunk
    state, video) and leave their tenant's index.
 
@@ -28,8 +30,6 @@ from core.queue import JobQueue
 from core.storage import Storage, job_key
 
 log = logging.getLogger(__name__)
-
-UNSENT_REQUEUE_AFTER_S = 30.0
 
 
 class Recovery:
@@ -63,6 +63,7 @@ class Recovery:
         self.retention_s = retention_s
         self.interval_s = interval_s
         self.notifier = notifier
+        self._adopted = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="parla-recovery", daemon=True)
 
@@ -83,10 +84,13 @@ class Recovery:
                 log.warning("recovery pass failed", exc_info=True)
 
     def run_once(self) -> None:
+        if not self._adopted:
+            self.jobs.adopt_legacy_requeues()
+            self._adopted = True
         for job_id in self.jobs.expired_leases():
             self._each(job_id, self._reclaim)
-        for job_id in self.jobs.unsent_requeues(UNSENT_REQUEUE_AFTER_S):
-            self._each(job_id, self._send)
+        for job_id, message_id in self.jobs.waiting_due():
+            self._each(job_id, functools.partial(self._check_message, message_id))
         for tenant, job_id in self.jobs.expired_finished(self.retention_s):
             self._each(job_id, functools.partial(self._delete, tenant))
 
@@ -106,13 +110,19 @@ class Recovery:
             if self.notifier is not None:
                 self.notifier.job_event("video.failed", self.jobs.get(job_id))
 
+    def _check_message(self, message_id: str, job_id: str) -> None:
+        if message_id and self.queue.is_waiting(message_id):
+            self.jobs.check_later(job_id)
+            return
+        log.warning("job %s: queued, but its queue message %r is gone; sending a new one", job_id, message_id)
+        self._send(job_id)
+
     def _send(self, job_id: str) -> None:
         job = self.jobs.get(job_id)
         if job.status != JobStatus.QUEUED or job.params.engine is None:
-            self.jobs.requeued(job_id)
             return
-        self.queue.enqueue(job_id, job.params.engine, delivery=job.attempts)
-        self.jobs.requeued(job_id)
+        message_id = self.queue.enqueue(job_id, job.params.engine, first=False)
+        self.jobs.message_sent(job_id, message_id)
 
     def _delete(self, tenant: str, job_id: str) -> None:
         self.storage.delete_prefix(job_key(job_id) + "/")

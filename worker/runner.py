@@ -30,8 +30,8 @@ from core.jobstore import Attempt, JobStore, LeaseLost
 from core.media import InputLimits, assemble_mp4, decode_audio, decode_image, encode_segment
 from core.redisconn import TRANSIENT_REDIS_ERRORS
 from core.storage import Storage, job_key
-from models.engine import ChunkCarry, ChunkSpec, Engine, RenderInputs, RenderParams
-from models.errors import EngineInputError
+from models.engine import AnyEngine, ChunkCarry, ChunkSpec, RenderInputs, RenderParams
+from models.options import EngineOptions, validate_options
 from worker.lease import LeaseKeeper
 
 log = logging.getLogger("parla.worker")
@@ -60,24 +60,22 @@ def carry_key(job_id: str, index: int) -> str:
     return job_key(job_id, "state", f"{index:05d}.carry")
 
 
-def render_params(options: RenderOptions) -> RenderParams:
-    """The engine's view of the job's options (``None`` keeps the engine's default)."""
-    values: dict[str, Any] = {
-        name: getattr(options, name)
-        for name in (
-            "num_inference_steps",
-            "guidance_scale",
-            "reference_attention_weight",
-            "audio_attention_weight",
-            "context_frames",
-            "motion_frames",
-            "continuity",
-            "face_index",
-        )
-    }
-    values["head_motion"] = options.head_motion
+def render_params(
+    options: RenderOptions, options_model: type[EngineOptions], *, driving_video: bool
+) -> RenderParams[Any]:
+    """The engine's view of the job's options: the common ones and its own, validated again.
+
+    Raises:
+        InvalidInput: ``invalid_params`` when the stored engine options no longer fit the engine's
+            model (a record from a deployment with other engine versions).
+    """
     return RenderParams(
-        fps=options.fps, size=options.size, seed=options.seed or 0, framing=options.framing, **values
+        validate_options(options_model, options.engine_options, driving_video=driving_video),
+        fps=options.fps,
+        size=options.size,
+        seed=options.seed or 0,
+        framing=options.framing,
+        face_index=options.face_index,
     )
 
 
@@ -97,7 +95,7 @@ class ChunkRunner:
 
     def __init__(
         self,
-        engine: Engine,
+        engine: AnyEngine,
         jobs: JobStore,
         storage: Storage,
         observer: RunnerObserver | None = None,
@@ -148,7 +146,7 @@ class ChunkRunner:
         except LeaseLost as exc:
             log.error("job %s: attempt %d stopped: %s", job_id, attempt.job.attempts, exc)
             return None
-        except (EngineInputError, InvalidInput) as exc:
+        except InvalidInput as exc:
             code, message = exc.code, exc.message
         except TRANSIENT_REDIS_ERRORS as exc:
             self._give_back(attempt, exc)
@@ -223,7 +221,10 @@ class ChunkRunner:
         job_id = job.id
         inputs, audio_bytes = self._load_inputs(job_id)
         with self._stage("prepare"):
-            prepared = self.engine.prepare(inputs, render_params(job.params))
+            params = render_params(
+                job.params, self.engine.options_model, driving_video=inputs.driving_video is not None
+            )
+            prepared = self.engine.prepare(inputs, params)
             chunks = self.engine.plan(prepared)
         first, carry = self._resume_point(job_id, chunks)
         if first:

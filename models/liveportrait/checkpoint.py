@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.errors import WeightsError
+from core.errors import WeightsError
 from models.liveportrait.configs import LivePortraitConfig, liveportrait_config
 from models.liveportrait.networks import (
     AppearanceFeatureExtractor,

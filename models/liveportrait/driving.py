@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from models.errors import EngineInputError
+from core.errors import InvalidInput
 from models.face import FaceAnalyzer
 from models.liveportrait.crop import (
     DRIVING_SCALE,
@@ -52,7 +52,7 @@ def driving_motion(
     """kp info and eye (first eye) / lip ratios of the driving video, one frame per output frame.
 
     Raises:
-        EngineInputError: ``invalid_driving_video`` when the bytes do not decode or no frame shows a face.
+        InvalidInput: ``invalid_driving_video`` when the bytes do not decode or no frame shows a face.
     """
     import av
 
@@ -95,10 +95,12 @@ def driving_motion(
             if pending is not None and len(found) < num_frames:
                 use(pending)
     except (av.error.FFmpegError, IndexError) as error:
-        raise EngineInputError("invalid_driving_video", f"cannot decode the driving video: {error}") from None
+        raise InvalidInput(
+            f"cannot decode the driving video: {error}", code="invalid_driving_video"
+        ) from None
     flush()
     if not parts:
-        raise EngineInputError("invalid_driving_video", "no face was found in the driving video")
+        raise InvalidInput("no face was found in the driving video", code="invalid_driving_video")
     motion = MotionFrames.concat(parts)
     ratio_array = np.asarray(ratios, dtype=np.float32)
     motion = MotionFrames(

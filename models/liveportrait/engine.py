@@ -13,13 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 import torch
-from pydantic import ValidationError
 
+from core.errors import InvalidInput, WeightsError
 from models.engine import (
     ChunkCarry,
     ChunkSpec,
@@ -29,7 +28,6 @@ from models.engine import (
     even_chunks,
     num_frames_for,
 )
-from models.errors import EngineInputError, WeightsError
 from models.face import FaceAnalyzer, MediaPipeFaceAnalyzer, PasteBack, select_face
 from models.liveportrait.checkpoint import LivePortraitModules, load_weights, missing_files
 from models.liveportrait.crop import crop_face, eye_close_ratios, lip_close_ratio
@@ -74,21 +72,6 @@ def check_weights(weights_dir: Path) -> None:
         )
 
 
-def parse_options(params: RenderParams, has_driving_video: bool) -> LivePortraitOptions:
-    """The job's validated options; `EngineInputError` ``invalid_params`` listing the problems."""
-    raw = dict(params.extra.get("engine_options", params.extra))
-    # The service's common head_motion word ("sway" is this engine's procedural "audio" source).
-    if "head_motion" not in raw and isinstance(params.head_motion, str):
-        raw["head_motion"] = {"sway": "audio"}.get(params.head_motion, params.head_motion)
-    try:
-        return LivePortraitOptions.model_validate(raw, context={"driving_video": has_driving_video})
-    except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in error.errors()
-        )
-        raise EngineInputError("invalid_params", problems) from None
-
-
 class LivePortraitEngine:
     """The LivePortrait renderer behind the engine seam.
 
@@ -104,6 +87,7 @@ class LivePortraitEngine:
     """
 
     name = "liveportrait"
+    options_model = LivePortraitOptions
 
     def __init__(
         self,
@@ -146,19 +130,28 @@ class LivePortraitEngine:
         self.pipeline.animate(source, frames, still.reference, RetargetSettings(), batch_size=self.batch_size)
         self.analyzer.detect(np.zeros((64, 64, 3), dtype=np.uint8))
 
-    def prepare(self, inputs: RenderInputs, params: RenderParams) -> LivePortraitPrepared:
-        # 1. Check inputs
+    def prepare(
+        self, inputs: RenderInputs, params: RenderParams[LivePortraitOptions]
+    ) -> LivePortraitPrepared:
+        # 1. Check inputs (the options were validated at submit; the inputs are checked here again)
+        options = params.options
         has_video = inputs.driving_video is not None
-        options = parse_options(params, has_video)
+        if options.head_motion == "driving" and not has_video:
+            raise InvalidInput('head_motion="driving" needs a driving_video', code="invalid_params")
+        if has_video and options.head_motion != "driving":
+            raise InvalidInput(
+                f'the job has a driving_video but head_motion="{options.head_motion}" would ignore it',
+                code="invalid_params",
+            )
         size = int(params.size)
         if not MIN_SIZE <= size <= MAX_SIZE:
-            raise EngineInputError("invalid_params", f"size must be in [{MIN_SIZE}, {MAX_SIZE}], got {size}")
+            raise InvalidInput(f"size must be in [{MIN_SIZE}, {MAX_SIZE}], got {size}", code="invalid_params")
         if params.fps <= 0:
-            raise EngineInputError("invalid_params", f"fps must be > 0, got {params.fps}")
+            raise InvalidInput(f"fps must be > 0, got {params.fps}", code="invalid_params")
         image = np.ascontiguousarray(inputs.image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise EngineInputError(
-                "invalid_image", f"expected an RGB uint8 image, got {image.dtype} {image.shape}"
+            raise InvalidInput(
+                f"expected an RGB uint8 image, got {image.dtype} {image.shape}", code="invalid_image"
             )
 
         # 2. Face, crop and the source's features (once per job).
@@ -221,12 +214,12 @@ class LivePortraitEngine:
             paste=paste,
         )
 
-    def plan(self, prepared: LivePortraitPrepared) -> list[ChunkSpec]:  # type: ignore[override]
+    def plan(self, prepared: LivePortraitPrepared) -> list[ChunkSpec]:
         # Whole batches per chunk: the last batch of every chunk would otherwise be padded.
         batches = max(1, round(self.chunk_seconds * prepared.fps / self.batch_size))
         return even_chunks(prepared.num_frames, batches * self.batch_size)
 
-    def render_chunk(  # type: ignore[override]
+    def render_chunk(
         self, prepared: LivePortraitPrepared, chunk: ChunkSpec, carry: ChunkCarry | None
     ) -> tuple[Frames, ChunkCarry]:
         """Frames ``chunk.start .. chunk.stop`` as uint8 ``(F, height, width, 3)`` and the next carry."""
@@ -268,14 +261,20 @@ def _source_carry(carry: ChunkCarry | None, chunk: ChunkSpec) -> SourceCarry | N
 
 def tiny_engine(
     seed: int = 0,
-    face_analyzer: Any = None,
+    face_analyzer: FaceAnalyzer | None = None,
     device: str = "cpu",
-    weights_dir: Any = None,
-    **options: Any,
+    weights_dir: Path | str | None = None,
+    chunk_seconds: float = 2.0,
+    batch_size: int = 8,
 ) -> LivePortraitEngine:
-    """``liveportrait-tiny``: the engine on tiny random weights (CPU, fp32); `weights_dir` is ignored."""
+    """``liveportrait-tiny``: the engine on tiny random weights (CPU, fp32). ``device`` and
+    ``weights_dir`` are what every engine is given by the worker; they are ignored."""
     from models.liveportrait.testing import tiny_modules
 
     return LivePortraitEngine(
-        device="cpu", modules=tiny_modules(seed), face_analyzer=face_analyzer, **options
+        device="cpu",
+        modules=tiny_modules(seed),
+        face_analyzer=face_analyzer,
+        chunk_seconds=chunk_seconds,
+        batch_size=batch_size,
     )

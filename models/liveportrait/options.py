@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+from pydantic import Field, ValidationInfo, model_validator
+
+from models.options import EngineOptions, has_driving_video
 
 LivePortraitHeadMotion = Literal["audio", "driving", "still"]
 
 
-class LivePortraitOptions(BaseModel):
-    """Validated per-job options (``engine_options`` of a job)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class LivePortraitOptions(EngineOptions):
+    """The liveportrait engines' options (``engine_options`` of a job)."""
 
     head_motion: LivePortraitHeadMotion = Field(
         "audio",
@@ -56,21 +56,21 @@ class LivePortraitOptions(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _driving_by_default(cls, data: Any, info: ValidationInfo) -> Any:
-        has_video = bool((info.context or {}).get("driving_video", False))
-        if isinstance(data, dict) and has_video and "head_motion" not in data:
+        if isinstance(data, dict) and has_driving_video(info) and "head_motion" not in data:
             return {**data, "head_motion": "driving"}
         return data
 
     @model_validator(mode="after")
     def _check_driving(self, info: ValidationInfo) -> LivePortraitOptions:
-        context = info.context or {}
-        has_video = context.get("driving_video")
-        if self.head_motion == "driving" and has_video is False:
+        if (self.eye_retargeting or self.lip_retargeting) and self.head_motion != "driving":
+            raise ValueError('eye_retargeting and lip_retargeting need head_motion="driving"')
+        if info.context is None:  # validated without a job (defaults, schema): nothing more to check
+            return self
+        has_video = has_driving_video(info)
+        if self.head_motion == "driving" and not has_video:
             raise ValueError('head_motion="driving" needs a driving_video')
         if has_video and self.head_motion != "driving":
             raise ValueError(
                 f'the job has a driving_video but head_motion="{self.head_motion}" would ignore it'
             )
-        if (self.eye_retargeting or self.lip_retargeting) and self.head_motion != "driving":
-            raise ValueError('eye_retargeting and lip_retargeting need head_motion="driving"')
         return self

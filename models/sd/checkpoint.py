@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from models.errors import WeightsError
+from core.errors import WeightsError
 
 KeyFilter = Callable[[str], bool]
 """Selects the keys a partial file holds (e.g. `is_motion_module_key`)."""

@@ -1,4 +1,4 @@
-"""AnimateDiff "Vanilla" temporal module, as the denoiser places it (V-Express: FACTS §2).
+"""AnimateDiff "Vanilla" temporal module, as the denoiser places it.
 
 State-dict layout per module: ``temporal_transformer.{norm, proj_in, transformer_blocks.{i}.{
 attention_blocks.{j}.{to_q,to_k,to_v,to_out.0,pos_encoder.pe}, norms.{j}, ff.net.{0.proj,2}, ff_norm},

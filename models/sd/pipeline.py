@@ -375,7 +375,7 @@ class SDVideoPipeline:
             the carry the next chunk needs (see `ChunkSchedule.carry_after`).
 
         Raises:
-            EngineError: the chunk is not the plan's, or comes without the carry it needs.
+            EngineFailure: the chunk is not the plan's, or comes without the carry it needs.
         """
         (start, stop), generator, motion_latents = schedule.start_chunk(chunk, carry)
         num_motion = 0 if motion_latents is None else schedule.motion_frames

@@ -1,4 +1,4 @@
-"""The ReferenceNet: an SD1.5 2D UNet that computes the reference bank once per job (V-Express: FACTS §3)."""
+"""The ReferenceNet: an SD1.5 2D UNet that computes the reference bank once per job."""
 
 from __future__ import annotations
 

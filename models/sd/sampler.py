@@ -19,8 +19,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from core.errors import EngineFailure
 from models.engine import ChunkCarry, ChunkSpec
-from models.errors import EngineError
 
 Continuity = Literal["motion_frames", "overlap_average"]
 
@@ -113,24 +113,24 @@ class ChunkSchedule:
         chunk 0 or without motion frames).
 
         Raises:
-            EngineError: the chunk is not in the plan, or a later chunk comes without its carry.
+            EngineFailure: the chunk is not in the plan, or a later chunk comes without its carry.
         """
         windows = self.windows()
         if not 0 <= chunk.index < len(windows):
-            raise EngineError(f"chunk {chunk.index} is not in this job's plan of {len(windows)} chunks")
+            raise EngineFailure(f"chunk {chunk.index} is not in this job's plan of {len(windows)} chunks")
         start, stop = windows[chunk.index]
         motion_latents = None
         if chunk.index == 0:
             generator = torch.Generator().manual_seed(self.seed)
         else:
             if carry is None:
-                raise EngineError(f"chunk {chunk.index} needs the carry of chunk {chunk.index - 1}")
+                raise EngineFailure(f"chunk {chunk.index} needs the carry of chunk {chunk.index - 1}")
             generator = generator_from_state(carry.arrays["generator_state"])
             if self.motion_frames:
                 motion_latents = torch.from_numpy(carry.arrays["motion_latents"]).float()
         num_motion = 0 if motion_latents is None else self.motion_frames
         if chunk.start != start + num_motion or chunk.stop != stop:
-            raise EngineError(f"chunk {chunk} does not match the plan's window [{start}, {stop})")
+            raise EngineFailure(f"chunk {chunk} does not match the plan's window [{start}, {stop})")
         return (start, stop), generator, motion_latents
 
     def carry_after(self, chunk: ChunkSpec, latents: torch.Tensor, generator: torch.Generator) -> ChunkCarry:

@@ -1,4 +1,4 @@
-"""Speech -> wav2vec2 features -> one 10-token window per video frame (FACTS §6).
+"""Speech -> wav2vec2 features -> one 10-token window per video frame.
 
 The reference runs wav2vec2 once over the whole clip, stretches its ``N`` output tokens to exactly
 two tokens per video frame (linear interpolation in fp32), pads two frames' worth of zero tokens on

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.errors import WeightsError
+from core.errors import WeightsError
 from models.sd.checkpoint import (
     StateSource,
     assign,

@@ -5,7 +5,7 @@ the per-frame keypoint sequence (still, sway or driving video) and the wav2vec2 
 clip. ``render_chunk`` then renders one chunk from those, drawing the chunk's V-kps images and
 projecting its audio windows itself, so that only one chunk's tensors are alive at a time.
 
-Continuity (``RenderParams.continuity``):
+Continuity (``VExpressOptions.continuity``):
 
 - ``motion_frames`` (default): chunk ``k > 0`` renders a window whose first ``motion_frames``
   frames are the last frames of chunk ``k - 1``, held to their known latents at every step. The
@@ -20,15 +20,15 @@ Continuity (``RenderParams.continuity``):
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from core.errors import EngineFailure, InvalidInput, WeightsError
 from models.engine import ChunkCarry, ChunkSpec, Frames, RenderInputs, RenderParams, num_frames_for
-from models.errors import EngineError, EngineInputError, WeightsError
 from models.sd.pipeline import dtype_from_name
 from models.sd.sampler import ChunkSchedule, Continuity, check_window_options
 from models.vexpress.kps import (
@@ -40,6 +40,7 @@ from models.vexpress.kps import (
     sway_kps,
     transform_kps,
 )
+from models.vexpress.options import MAX_CONTEXT_FRAMES, VExpressOptions
 from models.vexpress.pipeline import GuidanceOptions, VExpressComponents, VExpressPipeline, WindowConditions
 
 logger = logging.getLogger(__name__)
@@ -48,24 +49,23 @@ VAE_DIR = "sd-vae-ft-mse"
 AUDIO_ENCODER_DIR = "wav2vec2-base-960h"
 MIN_AUDIO_SAMPLES = 640
 """Shorter audio is padded with silence: wav2vec2's convolutions need 400 samples for one token."""
-DEFAULT_SWAY_AMPLITUDE = 0.5
 
 
 @dataclass(frozen=True)
-class VExpressOptions:
-    """The resolved render options of one job (``RenderParams`` with the engine's defaults filled in)."""
+class ResolvedOptions:
+    """What one job renders with: its ``VExpressOptions``, the keypoint source and the engine's knobs."""
 
-    num_inference_steps: int = 25
-    guidance_scale: float = 3.5
-    reference_attention_weight: float = 0.95
-    audio_attention_weight: float = 3.0
-    context_frames: int = 24
-    motion_frames: int = 4
-    continuity: Continuity = "motion_frames"
-    seed: int = 0
-    head_motion: str = "still"
-    sway_amplitude: float = 0.0
-    retarget: Retarget = "offset"
+    num_inference_steps: int
+    guidance_scale: float
+    reference_attention_weight: float
+    audio_attention_weight: float
+    context_frames: int
+    motion_frames: int
+    continuity: Continuity
+    seed: int
+    head_motion: Literal["still", "sway", "driving"]
+    sway_amplitude: float
+    retarget: Retarget
     decode_batch_frames: int = 8
 
     @property
@@ -83,7 +83,7 @@ class VExpressPrepared:
     fps: float
     height: int
     width: int
-    options: VExpressOptions
+    options: ResolvedOptions
     crop_size: int
     reference_bank: list[torch.Tensor]
     audio_tokens: torch.Tensor
@@ -186,71 +186,47 @@ def load_components(
 
 
 def resolve_options(
-    params: RenderParams, *, has_driving_video: bool, defaults: VExpressOptions, max_context_frames: int = 32
-) -> VExpressOptions:
-    """Fill ``params``' unset diffusion options from ``defaults`` and check the combination.
+    params: RenderParams[VExpressOptions],
+    *,
+    has_driving_video: bool,
+    max_context_frames: int = MAX_CONTEXT_FRAMES,
+    decode_batch_frames: int = 8,
+) -> ResolvedOptions:
+    """The job's validated options (``params.options``) resolved against its inputs and this model.
 
     ``head_motion``: ``"still"`` or ``0`` -> the reference keypoints for every frame; a float in
-    ``(0, 1]`` -> sway of that amplitude; ``"sway"`` -> sway of amplitude 0.5; ``"driving"`` or a
-    driving video among the inputs -> keypoints from the driving video, retargeted with
-    ``params.extra["retarget"]`` (``offset`` (default), ``naive`` or ``none``).
+    ``(0, 1]`` -> sway of that amplitude; ``"sway"`` -> sway of amplitude 0.5; ``"driving"``, or
+    unset with a driving video among the inputs -> keypoints from the driving video, retargeted
+    with ``retarget``.
 
     Raises:
-        EngineInputError: ``invalid_params``, naming the option and its value.
+        InvalidInput: ``invalid_params``: ``driving`` without a driving video, a window longer than
+            this model's motion modules (a checkpoint of another size than the published one).
     """
-
-    def pick(value: Any, default: Any) -> Any:
-        return default if value is None else value
-
-    options = replace(
-        defaults,
-        num_inference_steps=int(pick(params.num_inference_steps, defaults.num_inference_steps)),
-        guidance_scale=float(pick(params.guidance_scale, defaults.guidance_scale)),
-        reference_attention_weight=float(
-            pick(params.reference_attention_weight, defaults.reference_attention_weight)
-        ),
-        audio_attention_weight=float(pick(params.audio_attention_weight, defaults.audio_attention_weight)),
-        context_frames=int(pick(params.context_frames, defaults.context_frames)),
-        motion_frames=int(pick(params.motion_frames, defaults.motion_frames)),
-        continuity=pick(params.continuity, defaults.continuity),
-        seed=int(params.seed),
-        retarget=params.extra.get("retarget", defaults.retarget),
-    )
-    head_motion = params.head_motion
-    if head_motion is None and not has_driving_video:
-        pass  # the engine's default (``defaults.head_motion``: the reference's still keypoints)
-    elif has_driving_video or head_motion == "driving":
-        if not has_driving_video:
-            raise EngineInputError("invalid_params", "head_motion='driving' needs a driving_video")
-        options = replace(options, head_motion="driving")
-    elif head_motion == "still" or (isinstance(head_motion, int | float) and float(head_motion) == 0.0):
-        options = replace(options, head_motion="still")
-    elif head_motion == "sway":
-        options = replace(options, head_motion="sway", sway_amplitude=DEFAULT_SWAY_AMPLITUDE)
-    elif isinstance(head_motion, int | float) and 0.0 < float(head_motion) <= 1.0:
-        options = replace(options, head_motion="sway", sway_amplitude=float(head_motion))
-    else:
-        raise EngineInputError(
-            "invalid_params",
-            f"head_motion must be 'still', 'sway', 'driving' or in [0, 1], got {head_motion!r}",
-        )
+    options = params.options
+    head_motion, sway_amplitude = options.resolved_head_motion(has_driving_video)
+    if head_motion == "driving" and not has_driving_video:
+        raise InvalidInput("head_motion 'driving' needs a driving_video", code="invalid_params")
     try:
         check_window_options(options.context_frames, options.motion_frames, max_context_frames)
     except ValueError as error:
-        raise EngineInputError("invalid_params", str(error)) from None
-    checks = [
-        (1 <= options.num_inference_steps <= 1000, "num_inference_steps", options.num_inference_steps, "in [1, 1000]"),
-        (options.guidance_scale >= 0, "guidance_scale", options.guidance_scale, ">= 0"),
-        (options.continuity in ("motion_frames", "overlap_average"), "continuity", options.continuity,
-         "'motion_frames' or 'overlap_average'"),
-        (options.retarget in ("offset", "naive", "none"), "retarget", options.retarget, "'offset', 'naive' or 'none'"),
-        (params.size % 8 == 0 and params.size >= 32, "size", params.size, "a multiple of 8, >= 32"),
-        (params.fps > 0, "fps", params.fps, "> 0"),
-    ]  # fmt: skip
-    for ok, name, value, expected in checks:
-        if not ok:
-            raise EngineInputError("invalid_params", f"{name} must be {expected}, got {value!r}")
-    return options
+        raise InvalidInput(str(error), code="invalid_params") from None
+    if params.size % 8 or params.size < 32:
+        raise InvalidInput(f"size must be a multiple of 8, >= 32, got {params.size}", code="invalid_params")
+    return ResolvedOptions(
+        num_inference_steps=options.num_inference_steps,
+        guidance_scale=options.guidance_scale,
+        reference_attention_weight=options.reference_attention_weight,
+        audio_attention_weight=options.audio_attention_weight,
+        context_frames=options.context_frames,
+        motion_frames=options.motion_frames,
+        continuity=options.continuity,
+        seed=int(params.seed),
+        head_motion=head_motion,
+        sway_amplitude=sway_amplitude,
+        retarget=options.retarget,
+        decode_batch_frames=decode_batch_frames,
+    )
 
 
 class VExpressEngine:
@@ -264,7 +240,7 @@ class VExpressEngine:
         components: pre-built models (tests: ``models.vexpress.testing.tiny_components``).
         face_analyzer: anything with ``detect(image) -> list[models.face.Face]``; default a
             ``models.face.MediaPipeFaceAnalyzer``, built on first use.
-        default_options: overrides of ``VExpressOptions`` defaults (e.g. ``num_inference_steps``).
+        decode_batch_frames: frames decoded by the VAE at once (memory against speed).
         converted_dir: our safetensors copy of the module files (made on first boot when absent);
             see ``load_components``.
         module_configs: guider / audio projection configs of a non-published checkpoint size.
@@ -274,6 +250,7 @@ class VExpressEngine:
     """
 
     name = "vexpress"
+    options_model = VExpressOptions
 
     def __init__(
         self,
@@ -282,10 +259,9 @@ class VExpressEngine:
         dtype: str | None = None,
         components: VExpressComponents | None = None,
         face_analyzer: Any = None,
-        default_options: dict[str, Any] | None = None,
+        decode_batch_frames: int = 8,
         converted_dir: str | Path | None = None,
         module_configs: dict[str, Any] | None = None,
-        **_: Any,
     ) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = dtype_from_name(dtype, self.device)
@@ -300,7 +276,7 @@ class VExpressEngine:
                 module_configs=module_configs,
             )
         self.pipeline = VExpressPipeline(components, self.device, self.dtype)
-        self.defaults = VExpressOptions(**(default_options or {}))
+        self.decode_batch_frames = decode_batch_frames
         self._face_analyzer = face_analyzer
         self.max_context_frames = self.pipeline.max_context_frames
 
@@ -323,17 +299,17 @@ class VExpressEngine:
             torch.cuda.synchronize(self.device)
 
     # prepare ------------------------------------------------------------------------------------
-    def prepare(self, inputs: RenderInputs, params: RenderParams) -> VExpressPrepared:
+    def prepare(self, inputs: RenderInputs, params: RenderParams[VExpressOptions]) -> VExpressPrepared:
         from models.face import PasteBack, crop_around_face, select_face
 
         options = resolve_options(
             params,
             has_driving_video=inputs.driving_video is not None,
-            defaults=self.defaults,
             max_context_frames=self.max_context_frames,
+            decode_batch_frames=self.decode_batch_frames,
         )
         if inputs.sample_rate != 16_000:
-            raise EngineError(f"vexpress expects 16 kHz audio, got {inputs.sample_rate} Hz")
+            raise EngineFailure(f"vexpress expects 16 kHz audio, got {inputs.sample_rate} Hz")
         num_frames = num_frames_for(inputs.duration_s, params.fps)
         size = params.size
         # Face crop: the model sees a square crop; its keypoints are the detection's, mapped into it.
@@ -366,7 +342,7 @@ class VExpressEngine:
     def _kps_sequence(
         self,
         inputs: RenderInputs,
-        options: VExpressOptions,
+        options: ResolvedOptions,
         reference_kps: Keypoints,
         num_frames: int,
         fps: float,
@@ -379,7 +355,7 @@ class VExpressEngine:
         try:
             driving = driving_video_kps(inputs.driving_video, self.face_analyzer, num_frames, fps)
         except ValueError as error:
-            raise EngineInputError("invalid_driving_video", str(error)) from None
+            raise InvalidInput(str(error), code="invalid_driving_video") from None
         return retarget_kps(reference_kps, driving, options.retarget)
 
     # plan -----------------------------------------------------------------------------------------
@@ -397,7 +373,7 @@ class VExpressEngine:
     ) -> tuple[Frames, ChunkCarry]:
         options = prepared.options
         if carry is not None and carry.meta.get("continuity", options.continuity) != options.continuity:
-            raise EngineError(
+            raise EngineFailure(
                 f"carry of a {carry.meta.get('continuity')} job given to a {options.continuity} job"
             )
         if options.continuity == "overlap_average":

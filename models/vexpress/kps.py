@@ -1,4 +1,4 @@
-"""V-kps: the three-point face keypoint images that steer V-Express's head pose (FACTS §5).
+"""V-kps: the three-point face keypoint images that steer V-Express's head pose.
 
 A keypoint set is ``(3, 2)`` float32 pixel coordinates: image-left eye, image-right eye, nose tip
 (the first three of insightface's five points, which ``models.face`` also returns). A sequence is

@@ -13,7 +13,7 @@ For an end-to-end job through the service::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +23,9 @@ from transformers import Wav2Vec2Config, Wav2Vec2Model
 from models.sd.testing import sd_vae
 from models.vexpress.audio import build_feature_extractor
 from models.vexpress.pipeline import VExpressComponents
+
+if TYPE_CHECKING:
+    from models.vexpress.engine import VExpressEngine
 
 
 def tiny_audio_encoder(hidden_size: int) -> Any:
@@ -120,21 +123,23 @@ def tiny_engine(
     face_analyzer: Any = None,
     device: str = "cpu",
     weights_dir: Any = None,
-    **default_options: Any,
-) -> Any:
-    """A ``VExpressEngine`` on tiny random weights (CPU, fp32), 2 denoising steps unless overridden.
+    decode_batch_frames: int = 8,
+) -> VExpressEngine:
+    """A ``VExpressEngine`` on tiny random weights (CPU, fp32); its options default to 2 steps.
 
     ``face_analyzer`` defaults to MediaPipe (use ``FixedKeypointAnalyzer()`` for images without a face).
     ``device`` and ``weights_dir`` are what every engine is given by the worker; the tiny weights are
     always built on the CPU and ``weights_dir`` is ignored.
     """
     from models.vexpress.engine import VExpressEngine
+    from models.vexpress.options import VExpressTinyOptions
 
-    default_options.setdefault("num_inference_steps", 2)
-    return VExpressEngine(
+    engine = VExpressEngine(
         device="cpu",
         dtype="fp32",
         components=tiny_components(seed),
         face_analyzer=face_analyzer,
-        default_options=default_options,
+        decode_batch_frames=decode_batch_frames,
     )
+    engine.options_model = VExpressTinyOptions
+    return engine

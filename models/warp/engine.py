@@ -11,10 +11,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
 
 import numpy as np
 
+from core.errors import InvalidInput
 from models.audio import frame_features
 from models.engine import (
     ChunkCarry,
@@ -25,7 +26,6 @@ from models.engine import (
     even_chunks,
     num_frames_for,
 )
-from models.errors import EngineInputError
 from models.face import (
     FaceAnalyzer,
     MediaPipeFaceAnalyzer,
@@ -36,10 +36,9 @@ from models.face import (
     transform_points,
 )
 from models.warp.motion import MotionState, advance, initial_state, mouth_targets
+from models.warp.options import WarpOptions
 from models.warp.rig import Rig, build_rig
 
-HEAD_MOTION_PRESETS = {"still": 0.0, "sway": 0.5, "driving": 0.5}
-"""``head_motion`` given as a word: the warp engine has no driving-video support and sways instead."""
 MIN_SIZE, MAX_SIZE = 64, 2048
 
 
@@ -71,36 +70,26 @@ class WarpPrepared:
     paste: PasteBack | None
 
 
-def _head_motion(value: float | str | None) -> float:
-    if value is None:
-        return DEFAULT_HEAD_MOTION
-    if isinstance(value, str):
-        if value not in HEAD_MOTION_PRESETS:
-            raise EngineInputError(
-                "invalid_params", f"head_motion must be 0..1 or one of {sorted(HEAD_MOTION_PRESETS)}"
-            )
-        return HEAD_MOTION_PRESETS[value]
-    if not 0.0 <= float(value) <= 1.0:
-        raise EngineInputError("invalid_params", f"head_motion must be between 0 and 1, got {value}")
-    return float(value)
-
-
-DEFAULT_HEAD_MOTION = 0.5
-"""``head_motion`` of a job that does not set it: a little motion that follows the prosody."""
-
-
 class WarpEngine:
     """Landmark-driven warp renderer (see module docstring).
 
     Args:
         analyzer: face analysis; a ``MediaPipeFaceAnalyzer`` by default.
         chunk_seconds: length of a chunk of ``plan``.
-        **options: ignored (``device``, ``weights_dir``, ... are for other engines).
+        device: accepted for the worker's sake and ignored: the warp engine runs on the CPU.
+        weights_dir: likewise ignored: the warp engine has no weights.
     """
 
     name = "warp"
+    options_model = WarpOptions
 
-    def __init__(self, analyzer: FaceAnalyzer | None = None, chunk_seconds: float = 2.0, **options: Any):
+    def __init__(
+        self,
+        analyzer: FaceAnalyzer | None = None,
+        chunk_seconds: float = 2.0,
+        device: str | None = None,
+        weights_dir: str | Path | None = None,
+    ) -> None:
         if chunk_seconds <= 0:
             raise ValueError(f"chunk_seconds must be > 0, got {chunk_seconds}")
         self.analyzer: FaceAnalyzer = analyzer or MediaPipeFaceAnalyzer()
@@ -115,18 +104,19 @@ class WarpEngine:
         rig = build_rig(fake + np.random.default_rng(0).normal(0, 0.5, fake.shape), size)
         rig.render(np.zeros((size, size, 3), dtype=np.uint8), np.zeros(len(rig.bases[0, 0])))
 
-    def prepare(self, inputs: RenderInputs, params: RenderParams) -> WarpPrepared:
+    def prepare(self, inputs: RenderInputs, params: RenderParams[WarpOptions]) -> WarpPrepared:
         # 1. Check inputs
         size = int(params.size)
         if not MIN_SIZE <= size <= MAX_SIZE:
-            raise EngineInputError("invalid_params", f"size must be in [{MIN_SIZE}, {MAX_SIZE}], got {size}")
+            raise InvalidInput(f"size must be in [{MIN_SIZE}, {MAX_SIZE}], got {size}", code="invalid_params")
         if params.fps <= 0:
-            raise EngineInputError("invalid_params", f"fps must be > 0, got {params.fps}")
-        head_motion = _head_motion(params.head_motion)
+            raise InvalidInput(f"fps must be > 0, got {params.fps}", code="invalid_params")
+        head_motion = params.options.head_motion_amount
         image = np.ascontiguousarray(inputs.image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise EngineInputError(
-                "invalid_image", f"expected an RGB uint8 image, got {image.dtype} {image.shape}"
+            raise InvalidInput(
+                f"expected an RGB uint8 image, got {image.dtype} {image.shape}",
+                code="invalid_image",
             )
 
         # 2. Face and crop; the mesh is measured again on the crop, where it is sharper.
@@ -166,7 +156,7 @@ class WarpEngine:
             paste=paste,
         )
 
-    def plan(self, prepared: WarpPrepared) -> list[ChunkSpec]:  # type: ignore[override]
+    def plan(self, prepared: WarpPrepared) -> list[ChunkSpec]:
         return even_chunks(prepared.num_frames, max(1, round(self.chunk_seconds * prepared.fps)))
 
     def coefficients(self, prepared: WarpPrepared, state: MotionState, count: int) -> np.ndarray:

@@ -18,6 +18,8 @@ from core.jsonsafe import MAX_BODY_DEPTH, check_text, loads_bounded
 from core.media import InputLimits, check_video, decode_audio, decode_image
 from core.storage import job_key, video_url
 from core.webhooks import validate_webhook_url
+from models.options import validate_options
+from models.registry import EngineSpec, engine_spec
 from service.deps import Services, ServicesDep, TenantDep
 from service.inputs import Submission, submission_from_form, submission_from_json
 
@@ -186,6 +188,7 @@ def _check_options(services: Services, submission: Submission) -> str:
             f"no worker serves engine {engine!r} right now; try again later", code="engine_unavailable"
         )
     submission.options.engine = engine
+    _check_engine_options(submission, engine_spec(engine))
     if submission.options.webhook_url:
         if not services.settings.webhook_secret:
             raise InvalidInput(
@@ -199,6 +202,24 @@ def _check_options(services: Services, submission: Submission) -> str:
         except ValueError as exc:
             raise InvalidInput(str(exc), code="invalid_webhook_url") from None
     return engine
+
+
+def _check_engine_options(submission: Submission, spec: EngineSpec) -> None:
+    """Validate the job's engine options against the engine's model; record them with defaults filled in."""
+    options = submission.options
+    has_video = submission.driving_video is not None
+    if has_video and not spec.capabilities.driving_video:
+        raise InvalidInput(
+            f"engine {spec.name!r} does not use a driving video; leave driving_video out",
+            code="invalid_params",
+        )
+    if options.framing not in spec.capabilities.framing:
+        raise InvalidInput(
+            f"framing: engine {spec.name!r} renders {', '.join(spec.capabilities.framing)}",
+            code="invalid_params",
+        )
+    validated = validate_options(spec.options, options.engine_options, driving_video=has_video)
+    options.engine_options = validated.model_dump(mode="json")
 
 
 def _accept_submission(
@@ -218,8 +239,14 @@ def _accept_submission(
     request_hash = submission.request_hash()
     if idempotency_key:
         existing = services.jobs.find_idempotent(tenant, idempotency_key, request_hash)
-        if existing is not None:
+        # A key bound to a job that was never stored (its API process died mid-submit) is freed
+        # after PARLA_IDEMPOTENCY_STALE_S, and this request is submitted afresh.
+        if existing is not None and not services.jobs.release_stale_idempotent(
+            tenant, idempotency_key, existing, services.settings.idempotency_stale_s
+        ):
             return _replay(services, request, existing)
+        if existing is not None:
+            log.warning("idempotency key of %s named %s, never created: taken over", tenant, existing)
     _validate_media(services, submission)
     if submission.options.seed is None:
         submission.options.seed = secrets.randbelow(2**32)

@@ -57,9 +57,9 @@ def test_an_expired_lease_is_reclaimed_and_the_old_attempt_is_fenced_off(store: 
     time.sleep(0.3)
     assert store.expired_leases() == [job.id]
     assert store.reclaim(job.id, max_attempts=3) == "requeue"
-    assert store.get(job.id).status == JobStatus.QUEUED and store.unsent_requeues(0) == [job.id]
+    assert store.get(job.id).status == JobStatus.QUEUED and store.waiting_due() == [(job.id, job.id)]
     second = store.start_attempt(job.id, "w2", lease_s=30)
-    assert second is not None and second.job.attempts == 2 and store.unsent_requeues(0) == []
+    assert second is not None and second.job.attempts == 2 and store.waiting_due() == []
     with pytest.raises(LeaseLost):
         store.renew_lease(job.id, first.token, 30)
     with pytest.raises(LeaseLost):
@@ -166,3 +166,19 @@ def test_get_many_and_delete(store: JobStore) -> None:
         store.get(first.id)
     assert [job.id for job in store.list("t")[0]] == [second.id]
     assert store.redis.zscore(store._index_key("t"), first.id) is None
+
+
+def test_a_stale_binding_to_a_job_never_created_is_released(store: JobStore) -> None:
+    import time
+
+    store.remember_idempotent("t", "key-s", "hash-a", "vid_ghost")
+    assert not store.release_stale_idempotent("t", "key-s", "vid_ghost", older_than_s=60)  # too young
+    time.sleep(0.05)
+    assert not store.release_stale_idempotent("t", "key-s", "vid_other", older_than_s=0.01)  # another job
+    assert store.release_stale_idempotent("t", "key-s", "vid_ghost", older_than_s=0.01)
+    assert store.find_idempotent("t", "key-s", "hash-b") is None  # free for any request now
+    job = store.create("t", RenderOptions(), "hash-a")
+    store.remember_idempotent("t", "key-e", "hash-a", job.id)
+    time.sleep(0.05)
+    assert not store.release_stale_idempotent("t", "key-e", job.id, older_than_s=0.01)  # the job exists
+    assert store.find_idempotent("t", "key-e", "hash-a") == job.id

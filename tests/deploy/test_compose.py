@@ -120,7 +120,7 @@ def test_worker_reserves_one_gpu_and_mounts_weights_read_only(compose: dict[str,
 def test_api_and_worker_see_the_same_engine_settings(compose: dict[str, Any]) -> None:
     """The API enqueues on ``parla-<engine>``, a worker serves PARLA_ENGINE's queue: they must agree."""
     api, worker = env(compose["services"]["api"]), env(compose["services"]["worker"])
-    for name in ("PARLA_ENGINE", "PARLA_ENGINES", "PARLA_ENGINE_OPTIONS"):
+    for name in ("PARLA_ENGINE", "PARLA_ENGINES", "PARLA_ENGINE_CONFIG"):
         assert api.get(name) == worker.get(name), name
     assert "PARLA_ENGINE" in api
     served = interpolate(worker["PARLA_ENGINE"])

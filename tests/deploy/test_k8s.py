@@ -48,7 +48,7 @@ def effective_env(objects: dict[tuple[str, str], Any], deployment: str) -> dict[
 def test_api_and_worker_see_the_same_engine_settings(objects: dict[tuple[str, str], Any]) -> None:
     """The API enqueues on ``parla-<engine>``, a worker serves PARLA_ENGINE's queue: they must agree."""
     api, worker = effective_env(objects, "parla-api"), effective_env(objects, "parla-worker")
-    for name in ("PARLA_ENGINE", "PARLA_ENGINES", "PARLA_ENGINE_OPTIONS"):
+    for name in ("PARLA_ENGINE", "PARLA_ENGINES", "PARLA_ENGINE_CONFIG"):
         assert api.get(name) == worker.get(name), name
     assert "PARLA_ENGINE" in objects[("ConfigMap", "parla-config")]["data"], "shared: in the ConfigMap"
     accepted = [e.strip() for e in api.get("PARLA_ENGINES", "").split(",") if e.strip()]

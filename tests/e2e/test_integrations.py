@@ -72,7 +72,7 @@ def test_webhooks_keys_limits_and_metrics(
         PARLA_WEBHOOK_ALLOW_HTTP="true",
         PARLA_WEBHOOK_ALLOW_PRIVATE_NETWORKS="true",
         PARLA_SUBMISSIONS_PER_MINUTE="2",
-        PARLA_ENGINE_OPTIONS=json.dumps({"chunk_frames": 5, "frame_delay_s": 0.03}),
+        PARLA_ENGINE_CONFIG=json.dumps({"chunk_frames": 5, "frame_delay_s": 0.03}),
     )
     with Stack(env, workers=1, state_dir=tmp_path) as stack:
         alice = httpx.Client(

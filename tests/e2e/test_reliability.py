@@ -53,7 +53,7 @@ def holder_pid(redis_url: str, job_id: str) -> int:
 
 def test_long_jobs_render_once_and_a_killed_worker_is_resumed(redis_url: str, tmp_path: Path) -> None:
     options = json.dumps({"chunk_frames": 10, "frame_delay_s": 0.05})
-    env = stack_env(redis_url, tmp_path, **LEASE, PARLA_ENGINE_OPTIONS=options)
+    env = stack_env(redis_url, tmp_path, **LEASE, PARLA_ENGINE_CONFIG=options)
     client_redis = redis.Redis.from_url(redis_url)
     with (
         Stack(env, workers=2, state_dir=tmp_path) as stack,
@@ -93,7 +93,7 @@ def test_a_redis_restart_mid_run_loses_no_job_and_no_worker(tmp_path: Path) -> N
         "PARLA_ENGINE": "test",
         "PARLA_AUTH_DISABLED": "true",
         "PARLA_FACE_CHECK": "false",
-        "PARLA_ENGINE_OPTIONS": options,
+        "PARLA_ENGINE_CONFIG": options,
         "PARLA_WEBHOOK_SECRET": generate_secret(),
         "PARLA_LEASE_S": "20",
         "PARLA_HEARTBEAT_S": "1",

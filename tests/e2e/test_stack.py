@@ -64,7 +64,7 @@ def s3_env(s3_server: dict[str, Any]) -> Iterator[dict[str, str]]:
 def test_submit_render_download_over_http_with_s3(
     redis_url: str, tmp_path: Path, s3_env: dict[str, str]
 ) -> None:
-    env = stack_env(redis_url, tmp_path, **s3_env, PARLA_ENGINE_OPTIONS=json.dumps({"chunk_frames": 10}))
+    env = stack_env(redis_url, tmp_path, **s3_env, PARLA_ENGINE_CONFIG=json.dumps({"chunk_frames": 10}))
     with (
         Stack(env, workers=1, state_dir=tmp_path) as stack,
         httpx.Client(base_url=stack.base_url, timeout=30) as client,
@@ -88,7 +88,7 @@ def test_submit_render_download_over_http_with_s3(
 
 def test_cancel_running_job_stops_within_a_chunk(redis_url: str, tmp_path: Path) -> None:
     env = stack_env(
-        redis_url, tmp_path, PARLA_ENGINE_OPTIONS=json.dumps({"chunk_frames": 5, "frame_delay_s": 0.05})
+        redis_url, tmp_path, PARLA_ENGINE_CONFIG=json.dumps({"chunk_frames": 5, "frame_delay_s": 0.05})
     )
     with (
         Stack(env, workers=1, state_dir=tmp_path) as stack,

@@ -60,11 +60,13 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def test_failed_start_reports_the_childs_error_and_stops_everything(tmp_path: Path) -> None:
-    stack = Stack(clean_env(PARLA_ENGINE="no-such-engine"), state_dir=tmp_path)  # embedded Redis too
+    # The API starts; the worker stops at boot on a constructor argument its engine does not take.
+    env = clean_env(PARLA_ENGINE="test", PARLA_ENGINE_CONFIG='{"colour": "red"}')
+    stack = Stack(env, state_dir=tmp_path)  # embedded Redis too
     with pytest.raises(RuntimeError) as failure:
         stack.start(timeout_s=90)
     message = str(failure.value)
-    assert "worker-0 exited" in message and "unknown engine 'no-such-engine'" in message, message
+    assert "worker-0 exited" in message and "does not take colour" in message, message
     assert "see " not in message  # the error itself, not a pointer to a directory
     assert len(stack.started_pids) == 3  # redis-server, API, worker
     assert not [pid for pid in stack.started_pids if alive(pid)]

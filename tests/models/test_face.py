@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from models.errors import EngineInputError
+from core.errors import InvalidInput
 from models.face import (
     CROP_MARGIN,
     MAX_ABS_YAW_DEG,
@@ -104,7 +104,7 @@ def test_admission_refuses_a_turned_head(face: Face) -> None:
     )
     centre = face.landmarks.mean(axis=0)
     turned = face_from_landmarks((face.landmarks - centre) @ rotation.T + centre)
-    with pytest.raises(EngineInputError) as error:
+    with pytest.raises(InvalidInput) as error:
         admit_portrait(np.zeros((8, 8, 3), np.uint8), analyzer=_FixedAnalyzer([turned]))
     assert error.value.code == "face_not_frontal"
     assert admit_portrait(np.zeros((8, 8, 3), np.uint8), analyzer=_FixedAnalyzer([face])) is face
@@ -124,7 +124,7 @@ def test_no_face(analyzer: MediaPipeFaceAnalyzer) -> None:
     rng = np.random.default_rng(0)
     landscape = cv2.GaussianBlur(rng.integers(0, 255, (360, 480, 3), dtype=np.uint8), (0, 0), 6)
     assert analyzer.detect(landscape) == []
-    with pytest.raises(EngineInputError) as error:
+    with pytest.raises(InvalidInput) as error:
         admit_portrait(landscape, analyzer=analyzer)
     assert error.value.code == "no_face_found"
 
@@ -135,7 +135,7 @@ def test_face_too_small(analyzer: MediaPipeFaceAnalyzer, portrait: np.ndarray) -
     canvas[100:340, 150:390] = small
     faces = analyzer.detect(canvas)
     assert len(faces) == 1 and faces[0].size < MIN_FACE_SIZE_PX
-    with pytest.raises(EngineInputError) as error:
+    with pytest.raises(InvalidInput) as error:
         admit_portrait(canvas, analyzer=analyzer)
     assert error.value.code == "face_too_small"
     assert admit_portrait(canvas, analyzer=analyzer, min_face_size=32) is not None
@@ -153,11 +153,11 @@ def test_several_faces_largest_first(analyzer: MediaPipeFaceAnalyzer, portrait: 
     assert select_face(faces, 1) is faces[1]
     assert admit_portrait(pair, face_index=1, analyzer=analyzer).box[0] > 512
     for index in (2, -1):
-        with pytest.raises(EngineInputError) as error:
+        with pytest.raises(InvalidInput) as error:
             admit_portrait(pair, face_index=index, analyzer=analyzer)
         assert error.value.code == "face_not_found"
         assert error.value.message.startswith(f"face_index {index} but only 2 faces were found")
-    with pytest.raises(EngineInputError) as error:
+    with pytest.raises(InvalidInput) as error:
         select_face([], 0)
     assert error.value.code == "no_face_found"
 

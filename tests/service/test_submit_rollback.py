@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +46,10 @@ class FlakyQueue(JobQueue):
 
     failing = True
 
-    def enqueue(self, job_id: str, engine: str, delivery: int = 0) -> None:
+    def enqueue(self, job_id: str, engine: str, *, first: bool = True) -> str:
         if self.failing:
             raise redis.exceptions.ConnectionError("Error 104 while writing to socket")
-        super().enqueue(job_id, engine, delivery)
+        return super().enqueue(job_id, engine, first=first)
 
 
 @pytest.fixture()
@@ -135,3 +136,46 @@ def test_a_lost_idempotency_race_frees_the_losers_slot(
         twin = test_client.post("/v1/videos", files=FILES, data={"seed": "1"}, headers=headers)
         assert twin.status_code == 202 and twin.json()["id"] == first.json()["id"]
         assert RateLimiter(client).queued_count(TENANT) == 1  # the twin's admitted slot was freed
+
+
+class DyingStorage(LocalStorage):
+    """The API process "dies" while storing the inputs: nothing after that runs (no rollback)."""
+
+    dying = True
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        if self.dying:
+            raise RuntimeError("the process died here")  # with the rollback disabled, as a death would
+        super().put_bytes(key, data, content_type)
+
+
+def test_a_key_bound_by_a_submission_that_died_is_taken_over_once_stale(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import service.routes.videos as videos
+
+    monkeypatch.setattr(videos, "_roll_back", lambda *args: None)  # a dead process rolls nothing back
+    client = redis.Redis.from_url(settings.redis_url or "")
+    storage = DyingStorage(tmp_path / "dying")
+    stale_s = 1.0
+    app = create_app(
+        settings.model_copy(update={"idempotency_stale_s": stale_s}), redis_client=client, storage=storage
+    )
+    headers = {"Idempotency-Key": "order-9"}
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        died = test_client.post("/v1/videos", files=FILES, data={"seed": "1"}, headers=headers)
+        assert died.status_code == 500
+        assert client.exists("parla:idem:anonymous:order-9") and leftovers(client, storage)["records"] == []
+        storage.dying = False
+        # Still young: it may be a submission in progress on another replica.
+        early = test_client.post("/v1/videos", files=FILES, data={"seed": "1"}, headers=headers)
+        assert early.status_code == 409 and early.json()["error"]["code"] == "idempotency_in_progress"
+        time.sleep(stale_s + 0.1)
+        retried = test_client.post("/v1/videos", files=FILES, data={"seed": "1"}, headers=headers)
+        assert retried.status_code == 202, retried.text
+        assert "idempotent-replayed" not in retried.headers
+        replay = test_client.post("/v1/videos", files=FILES, data={"seed": "1"}, headers=headers)
+        assert replay.json()["id"] == retried.json()["id"] and replay.headers["idempotent-replayed"] == "true"
+        time.sleep(stale_s + 0.1)  # an old binding of a job that exists is never released
+        again = test_client.post("/v1/videos", files=FILES, data={"seed": "1"}, headers=headers)
+        assert again.json()["id"] == retried.json()["id"] and again.headers["idempotent-replayed"] == "true"

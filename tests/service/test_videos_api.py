@@ -101,12 +101,15 @@ def test_openapi_describes_every_render_option(client: TestClient) -> None:
         "fps",
         "size",
         "seed",
-        "num_inference_steps",
-        "guidance_scale",
+        "engine_options",
         "webhook_url",
         "metadata",
     ):
         assert options[name].get("description"), name
+    assert {"$ref": "#/components/schemas/PatternOptions"} in options["engine_options"]["anyOf"]
+    from core import __version__
+
+    assert spec["info"]["version"] == __version__
     content = spec["paths"]["/v1/videos"]["post"]["requestBody"]["content"]
     assert {"multipart/form-data", "application/json"} <= set(content)
 
@@ -127,12 +130,6 @@ BAD_INPUTS = [
     ("size not multiple of 8", lambda: {"fields": {"size": 130}}, 422, "invalid_params"),
     ("unknown option", lambda: {"fields": {"colour": "red"}}, 422, "invalid_params"),
     ("unknown engine", lambda: {"fields": {"engine": "warp9"}}, 422, "engine_unavailable"),
-    (
-        "motion >= context",
-        lambda: {"fields": {"context_frames": 8, "motion_frames": 8}},
-        422,
-        "invalid_params",
-    ),
     ("bad webhook url", lambda: {"fields": {"webhook_url": "ftp://x"}}, 422, "invalid_params"),
     (
         "webhook without secret",
@@ -284,11 +281,3 @@ def test_an_engine_no_live_worker_serves_is_refused_before_anything_is_stored(
         assert refused.headers["retry-after"] and client.get("/v1/videos").json()["data"] == []
         registry.announce("w1", "test", ttl_s=30)
         assert client.post("/v1/videos", files=files).status_code == 202
-
-
-def test_a_window_the_diffusion_engine_cannot_run_is_refused_at_submit(client: TestClient) -> None:
-    """context_frames 33-64 used to be accepted here and then fail the job inside vexpress."""
-    files = {"image": ("p.png", image_bytes(200, 200)), "audio": ("a.wav", wav_bytes(1.0))}
-    refused = client.post("/v1/videos", files=files, data={"context_frames": "40"})
-    assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_params"
-    assert "context_frames" in refused.json()["error"]["message"]

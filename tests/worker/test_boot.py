@@ -24,5 +24,10 @@ def test_worker_refuses_to_start_without_weights(tmp_path: Path) -> None:
 
 
 def test_unknown_engine_is_a_clear_error() -> None:
-    with pytest.raises(ValueError, match="unknown engine"):
+    with pytest.raises(SystemExit, match="unknown engine"):
         load_engine(Settings(engine="nope", device="cpu"))
+
+
+def test_a_config_key_the_engine_does_not_take_stops_the_worker() -> None:
+    with pytest.raises(SystemExit, match="does not take colour"):
+        load_engine(Settings(engine="test", device="cpu", engine_config={"colour": "red"}))

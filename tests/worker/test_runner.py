@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import redis
 
+from core.errors import InvalidInput
 from core.jobs import JobStatus, RenderOptions
 from core.jobstore import JobStore
 from core.storage import LocalStorage, job_key
 from models.engine import ChunkCarry, ChunkSpec, Frames
-from models.errors import EngineInputError
 from models.testing import PatternEngine, PatternPrepared
 from tests.media import image_bytes, wav_bytes
 from worker.runner import ChunkRunner
@@ -132,7 +132,7 @@ def test_cancel_stops_between_chunks(jobs: JobStore, storage: LocalStorage) -> N
 def test_engine_input_error_fails_the_job_with_its_code(jobs: JobStore, storage: LocalStorage) -> None:
     class NoFace(PatternEngine):
         def prepare(self, inputs: Any, params: Any) -> Any:
-            raise EngineInputError("no_face_found", "no face in the portrait")
+            raise InvalidInput("no face in the portrait", code="no_face_found")
 
     job_id = new_job(jobs, storage)
     observer = RecordingObserver()

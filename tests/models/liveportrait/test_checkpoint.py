@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.errors import WeightsError
+from core.errors import WeightsError
 from models.liveportrait.checkpoint import (
     PUBLISHED_FILES,
     RETARGETING_FILE,

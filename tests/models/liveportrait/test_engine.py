@@ -9,10 +9,12 @@ import av
 import numpy as np
 import pytest
 
+from core.errors import InvalidInput, WeightsError
 from models.engine import ChunkCarry, ChunkSpec, RenderInputs, RenderParams
-from models.errors import EngineInputError, WeightsError
 from models.liveportrait.engine import LivePortraitEngine, LivePortraitPrepared, check_weights, tiny_engine
+from models.liveportrait.options import LivePortraitOptions
 from models.liveportrait.testing import SyntheticFaceAnalyzer
+from models.options import validate_options
 from tests.media import tone_samples
 
 FPS = 10.0
@@ -32,9 +34,11 @@ def _inputs(seconds: float = 1.2, video: bytes | None = None) -> RenderInputs:
     return RenderInputs(image=_image(), audio=tone_samples(seconds), driving_video=video)
 
 
-def _params(**extra: object) -> RenderParams:
-    framing = extra.pop("framing", "crop")
-    return RenderParams(fps=FPS, size=96, seed=3, framing=framing, extra=dict(extra))  # type: ignore[arg-type]
+def _params(
+    video: bool = False, framing: str = "crop", **options: object
+) -> RenderParams[LivePortraitOptions]:
+    validated = validate_options(LivePortraitOptions, dict(options), driving_video=video)
+    return RenderParams(validated, fps=FPS, size=96, seed=3, framing=framing)  # type: ignore[arg-type]
 
 
 def _render_all(engine: LivePortraitEngine, prepared: LivePortraitPrepared) -> np.ndarray:
@@ -104,7 +108,7 @@ def test_carry_must_match_the_chunk(engine: LivePortraitEngine) -> None:
 
 def test_driving_video_drives_and_is_chunk_exact(engine: LivePortraitEngine) -> None:
     video = _video(8, dark=(3,))
-    prepared = engine.prepare(_inputs(video=video), _params())
+    prepared = engine.prepare(_inputs(video=video), _params(video=True))
     assert prepared.motion.reference is not None and prepared.motion.num_frames == 12
     chunked = _render_all(engine, prepared)
     one_shot, _ = engine.render_chunk(prepared, ChunkSpec(index=0, start=0, stop=12), None)
@@ -112,7 +116,9 @@ def test_driving_video_drives_and_is_chunk_exact(engine: LivePortraitEngine) -> 
     still = _render_all(engine, engine.prepare(_inputs(), _params(head_motion="still")))
     assert np.abs(chunked.astype(int) - still.astype(int)).max() > 0
     # retargeting only: eyes/lips from the video, pose and expression the portrait's
-    retarget = engine.prepare(_inputs(video=video), _params(eye_retargeting=True, lip_retargeting=True))
+    retarget = engine.prepare(
+        _inputs(video=video), _params(video=True, eye_retargeting=True, lip_retargeting=True)
+    )
     frames, _ = retarget.motion.frames(0, 4, None)
     assert frames.eye_ratio is not None and frames.lip_ratio is not None
     assert np.all(frames.yaw == frames.yaw[0])
@@ -136,34 +142,47 @@ def test_full_framing_pastes_back_into_the_photo(engine: LivePortraitEngine) -> 
 
 
 @pytest.mark.parametrize(
-    ("extra", "video", "message"),
+    ("options", "video", "message"),
     [
         ({"head_motion": "driving"}, False, "needs a driving_video"),
         ({"head_motion": "audio"}, True, "would ignore it"),
         ({"eye_retargeting": True}, False, "need head_motion"),
-        ({"sway_degrees": 50}, False, "sway_degrees"),
-        ({"nonsense": 1}, False, "nonsense"),
+        ({"sway_degrees": 50}, False, "engine_options.sway_degrees"),
+        ({"nonsense": 1}, False, "engine_options.nonsense"),
     ],
 )
-def test_options_are_checked(
-    engine: LivePortraitEngine, extra: dict[str, object], video: bool, message: str
-) -> None:
-    with pytest.raises(EngineInputError, match=message) as error:
-        engine.prepare(_inputs(0.3, video=_video(2) if video else None), _params(**extra))
+def test_options_are_checked_at_submit(options: dict[str, object], video: bool, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message) as error:
+        validate_options(LivePortraitOptions, options, driving_video=video)
     assert error.value.code == "invalid_params"
 
 
+def test_defaults_follow_the_inputs() -> None:
+    assert validate_options(LivePortraitOptions, {}, driving_video=True).head_motion == "driving"
+    assert validate_options(LivePortraitOptions, {}, driving_video=False).head_motion == "audio"
+    assert LivePortraitOptions().head_motion == "audio"  # no context: the schema's default
+
+
+def test_the_engine_checks_options_against_the_inputs_again(engine: LivePortraitEngine) -> None:
+    driving = RenderParams(LivePortraitOptions(head_motion="driving"), fps=FPS, size=96)
+    with pytest.raises(InvalidInput, match="needs a driving_video") as error:
+        engine.prepare(_inputs(0.3), driving)
+    assert error.value.code == "invalid_params"
+    with pytest.raises(InvalidInput, match="size must be in"):
+        engine.prepare(_inputs(0.3), RenderParams(LivePortraitOptions(), size=32))
+
+
 def test_bad_driving_videos_are_input_errors(engine: LivePortraitEngine) -> None:
-    with pytest.raises(EngineInputError, match="cannot decode") as error:
-        engine.prepare(_inputs(0.3, video=b"not a video"), _params())
+    with pytest.raises(InvalidInput, match="cannot decode") as error:
+        engine.prepare(_inputs(0.3, video=b"not a video"), _params(video=True))
     assert error.value.code == "invalid_driving_video"
-    with pytest.raises(EngineInputError, match="no face"):
-        engine.prepare(_inputs(0.3, video=_video(3, dark=(0, 1, 2))), _params())
+    with pytest.raises(InvalidInput, match="no face"):
+        engine.prepare(_inputs(0.3, video=_video(3, dark=(0, 1, 2))), _params(video=True))
 
 
 def test_no_face_in_the_portrait(engine: LivePortraitEngine) -> None:
     dark = RenderInputs(image=np.zeros((64, 64, 3), np.uint8), audio=tone_samples(0.3))
-    with pytest.raises(EngineInputError) as error:
+    with pytest.raises(InvalidInput) as error:
         engine.prepare(dark, _params())
     assert error.value.code == "no_face_found"
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 from torch import nn
 
+from core.errors import EngineFailure
 from models.engine import ChunkCarry, ChunkSpec
-from models.errors import EngineError
 from models.sd.configs import tiny_unet_config, unet_3d_kwargs_from_additional
 from models.sd.pipeline import ClassifierFreeGuidance, DenoiserInputs, SDVideoPipeline
 from models.sd.reference_net import ReferenceNet
@@ -76,7 +76,7 @@ def test_the_skeleton_imports_no_engine() -> None:
         "print(sorted(m for m in sys.modules if m.startswith('models.') and not m.startswith('models.sd')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "['models.engine', 'models.errors']"
+    assert out.strip() == "['models.engine', 'models.options']"
 
 
 def test_the_plain_denoiser_has_cross_attention_blocks_and_no_bank(pipeline: SDVideoPipeline) -> None:
@@ -128,12 +128,12 @@ def test_one_call_and_chunks_with_carries_render_the_same_frames(pipeline: SDVid
         frames.append(pipeline.decode_latents(latents))
     np.testing.assert_array_equal(np.concatenate(frames), one_shot)
 
-    with pytest.raises(EngineError, match="needs the carry of chunk 0"):
+    with pytest.raises(EngineFailure, match="needs the carry of chunk 0"):
         pipeline.denoise_motion_frames_chunk(
             schedule, chunks[1], None, lambda a, b: token_plug([], a, b), GUIDANCE, pipeline.make_scheduler(1),
             latent_size=(4, 4),
         )  # fmt: skip
-    with pytest.raises(EngineError, match="does not match the plan"):
+    with pytest.raises(EngineFailure, match="does not match the plan"):
         schedule.start_chunk(ChunkSpec(index=1, start=2, stop=5), carry)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from models.errors import WeightsError
+from core.errors import WeightsError
 from models.sd.checkpoint import check_keys
 from models.sd.configs import sd15_unet_config, tiny_unet_config
 from models.vexpress.checkpoint import (

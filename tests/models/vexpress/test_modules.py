@@ -1,4 +1,4 @@
-"""The four V-Express modules at tiny size: shapes, determinism, and the reference semantics (FACTS §2-3)."""
+"""The four V-Express modules at tiny size: shapes, determinism, and the reference semantics."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Audio path of V-Express (FACTS §6): normalisation, 2 tokens per frame, 10-token windows."""
+"""Audio path of V-Express: normalisation, 2 tokens per frame, 10-token windows."""
 
 from __future__ import annotations
 

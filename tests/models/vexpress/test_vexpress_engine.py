@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 
-from models.engine import ChunkCarry, RenderInputs, RenderParams
-from models.errors import EngineInputError, WeightsError
-from models.vexpress.engine import VExpressEngine, VExpressOptions, missing_weight_files, resolve_options
+from core.errors import InvalidInput, WeightsError
+from models.engine import ChunkCarry, RenderInputs, RenderParams, make_params
+from models.vexpress.engine import VExpressEngine, missing_weight_files, resolve_options
+from models.vexpress.options import VExpressOptions
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 SIZE = 32
@@ -26,7 +28,7 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def params(**overrides: object) -> RenderParams:
+def params(**overrides: object) -> RenderParams[VExpressOptions]:
     values: dict[str, object] = {
         "fps": 10.0,
         "size": SIZE,
@@ -34,9 +36,10 @@ def params(**overrides: object) -> RenderParams:
         "head_motion": "still",
         "context_frames": 6,
         "motion_frames": 2,
+        "num_inference_steps": 2,
     }
     values.update(overrides)
-    return RenderParams(**values)  # type: ignore[arg-type]
+    return make_params(VExpressOptions, **values)
 
 
 def inputs(seconds: float = 1.5) -> RenderInputs:
@@ -48,40 +51,55 @@ def inputs(seconds: float = 1.5) -> RenderInputs:
 # options --------------------------------------------------------------------------------------
 
 
-def test_resolve_options_fills_the_reference_defaults() -> None:
-    options = resolve_options(
-        RenderParams(head_motion="still"), has_driving_video=False, defaults=VExpressOptions()
-    )
+def test_the_options_default_to_the_reference() -> None:
+    options = resolve_options(make_params(VExpressOptions), has_driving_video=False)
     assert (options.num_inference_steps, options.guidance_scale) == (25, 3.5)
     assert (options.reference_attention_weight, options.audio_attention_weight) == (0.95, 3.0)
     assert (options.context_frames, options.motion_frames, options.continuity) == (24, 4, "motion_frames")
-    assert options.head_motion == "still"
+    assert (options.head_motion, options.retarget) == ("still", "offset")
 
 
 @pytest.mark.parametrize(
     ("head_motion", "has_video", "expected"),
     [("still", False, ("still", 0.0)), (0.0, False, ("still", 0.0)), (0.3, False, ("sway", 0.3)),
-     ("sway", False, ("sway", 0.5)), ("still", True, ("driving", 0.0)), ("driving", True, ("driving", 0.0))],
+     ("sway", False, ("sway", 0.5)), (None, True, ("driving", 0.0)), ("driving", True, ("driving", 0.0)),
+     ("still", True, ("still", 0.0)), (None, False, ("still", 0.0))],
 )  # fmt: skip
 def test_resolve_options_maps_head_motion(
     head_motion: object, has_video: bool, expected: tuple[str, float]
 ) -> None:
     options = resolve_options(
-        RenderParams(head_motion=head_motion), has_driving_video=has_video, defaults=VExpressOptions()
-    )  # type: ignore[arg-type]
+        make_params(VExpressOptions, head_motion=head_motion), has_driving_video=has_video
+    )
     assert (options.head_motion, options.sway_amplitude) == expected
 
 
 @pytest.mark.parametrize(
     "overrides",
     [{"context_frames": 8, "motion_frames": 8}, {"context_frames": 40}, {"num_inference_steps": 0},
-     {"continuity": "blend"}, {"head_motion": "driving"}, {"head_motion": 1.5}, {"size": 60},
-     {"extra": {"retarget": "mirror"}}, {"guidance_scale": -1.0}],
+     {"continuity": "blend"}, {"head_motion": 1.5}, {"retarget": "mirror"}, {"guidance_scale": -1.0},
+     {"colour": "red"}],
 )  # fmt: skip
-def test_resolve_options_rejects_invalid_params(overrides: dict[str, object]) -> None:
-    with pytest.raises(EngineInputError) as caught:
-        resolve_options(RenderParams(**overrides), has_driving_video=False, defaults=VExpressOptions())  # type: ignore[arg-type]
-    assert caught.value.code == "invalid_params"
+def test_the_options_model_refuses_invalid_options(overrides: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        VExpressOptions.model_validate(overrides)
+
+
+def test_resolve_options_refuses_what_the_inputs_or_the_model_cannot_serve() -> None:
+    for given, has_video, max_context in (
+        ({"head_motion": "driving"}, False, 32),
+        ({"size": 60}, False, 32),
+        ({"context_frames": 24}, False, 16),  # a checkpoint with shorter motion modules
+    ):
+        with pytest.raises(InvalidInput) as caught:
+            resolve_options(
+                make_params(VExpressOptions, **given),
+                has_driving_video=has_video,
+                max_context_frames=max_context,
+            )
+        assert caught.value.code == "invalid_params"
+    with pytest.raises(ValidationError, match="needs a driving_video"):
+        VExpressOptions.model_validate({"head_motion": "driving"}, context={"driving_video": False})
 
 
 # weights --------------------------------------------------------------------------------------
@@ -204,10 +222,10 @@ def test_full_framing_pastes_the_crop_back_into_the_photo(engine: VExpressEngine
 
 
 def test_a_chunk_after_the_first_needs_its_carry(engine: VExpressEngine) -> None:
-    from models.errors import EngineError
+    from core.errors import EngineFailure
 
     prepared = engine.prepare(inputs(1.0), params())
-    with pytest.raises(EngineError):
+    with pytest.raises(EngineFailure):
         engine.render_chunk(prepared, engine.plan(prepared)[1], None)
 
 
@@ -232,10 +250,18 @@ def test_the_sample_portrait_renders_with_mediapipe() -> None:
 
 
 def test_the_engine_satisfies_the_engine_protocol(engine: VExpressEngine) -> None:
-    from models.engine import Engine, Prepared
+    from models.registry import build_engine
+    from models.vexpress.options import VExpressTinyOptions
 
-    assert isinstance(engine, Engine) and engine.name == "vexpress"
-    assert isinstance(engine.prepare(inputs(0.2), params()), Prepared)
+    assert engine.name == "vexpress" and engine.options_model is VExpressTinyOptions
+    from models.vexpress.testing import FixedKeypointAnalyzer
+
+    tiny = build_engine(
+        "vexpress-tiny", device="cpu", weights_dir=None, face_analyzer=FixedKeypointAnalyzer()
+    )
+    prepared = tiny.prepare(inputs(0.2), make_params(tiny.options_model, size=SIZE, fps=10.0))
+    assert (prepared.num_frames, prepared.height, prepared.width) == (2, SIZE, SIZE)
+    assert prepared.options.num_inference_steps == 2  # vexpress-tiny's own default
 
 
 class SpotFaceAnalyzer:
@@ -264,7 +290,7 @@ def test_a_driving_video_moves_the_keypoints_by_half_the_scaled_nose_motion() ->
     image[30:34, 30:34] = 255
     video = encode_moving_dot_video(num_frames=8, fps=10)  # the dot moves 4 px right per frame
     job_inputs = RenderInputs(image=image, audio=inputs(0.8).audio, driving_video=video)
-    prepared = engine.prepare(job_inputs, params(head_motion="still"))  # a driving video wins
+    prepared = engine.prepare(job_inputs, params(head_motion=None))  # unset: the driving video
     still = engine.prepare(RenderInputs(image=image, audio=inputs(0.8).audio), params()).kps_sequence
     assert prepared.options.head_motion == "driving"
     np.testing.assert_allclose(prepared.kps_sequence[0], still[0], atol=1e-3)
@@ -274,8 +300,11 @@ def test_a_driving_video_moves_the_keypoints_by_half_the_scaled_nose_motion() ->
     assert np.all(np.diff(shift) <= 1e-4) and shift[-1] < -1.0
     frames, _ = engine.render_chunk(prepared, engine.plan(prepared)[0], None)
     assert frames.shape == (6, SIZE, SIZE, 3)
-    with pytest.raises(EngineInputError) as caught:
-        engine.prepare(RenderInputs(image=image, audio=inputs(0.8).audio, driving_video=b"junk"), params())
+    with pytest.raises(InvalidInput) as caught:
+        engine.prepare(
+            RenderInputs(image=image, audio=inputs(0.8).audio, driving_video=b"junk"),
+            params(head_motion=None),
+        )
     assert caught.value.code == "invalid_driving_video"
 
 
@@ -298,7 +327,6 @@ def test_an_engine_loaded_from_a_weights_dir_renders_the_same_frames(
         "device": "cpu",
         "dtype": "fp32",
         "face_analyzer": FixedKeypointAnalyzer(),
-        "default_options": {"num_inference_steps": 2},
         "module_configs": {
             "guider_config": tiny_guider_config(),
             "audio_projection_config": tiny_audio_projection_config(),
@@ -334,7 +362,6 @@ def test_half_precision_renders_and_carries_float32_latents() -> None:
         dtype="bf16",
         components=tiny_components(seed=0, dtype=torch.bfloat16),
         face_analyzer=FixedKeypointAnalyzer(),
-        default_options={"num_inference_steps": 2},
     )
     assert half.dtype == torch.bfloat16
     frames, carries = render_all(half, inputs(1.0), params())
@@ -345,10 +372,7 @@ def test_half_precision_renders_and_carries_float32_latents() -> None:
 
 
 def test_head_motion_left_unset_is_the_reference_still_keypoints() -> None:
-    from models.engine import RenderParams
-    from models.vexpress.engine import VExpressOptions, resolve_options
-
-    unset = resolve_options(RenderParams(), has_driving_video=False, defaults=VExpressOptions())
+    unset = resolve_options(make_params(VExpressOptions), has_driving_video=False)
     assert unset.head_motion == "still"
-    sway = resolve_options(RenderParams(head_motion=0.4), has_driving_video=False, defaults=VExpressOptions())
+    sway = resolve_options(make_params(VExpressOptions, head_motion=0.4), has_driving_video=False)
     assert sway.head_motion == "sway"

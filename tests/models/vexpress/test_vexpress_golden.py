@@ -1,7 +1,8 @@
 """The tiny V-Express engine's outputs, bit for bit, against a recording.
 
-``data/tiny_engine_golden.npz`` was recorded at commit b7ee8dc, before the Stable-Diffusion skeleton
-was moved out of ``models/vexpress/`` into ``models/sd/``: random-weight hashes (parameter init
+``data/tiny_engine_golden.npz`` holds what the code before the typed engine options renders (commit
+27d7c91, recorded on an AVX512 CPU; that commit itself matched, bit for bit on AVX2, a recording made
+at b7ee8dc, before the Stable-Diffusion skeleton was moved into ``models/sd/``): random-weight hashes (parameter init
 order), the ReferenceNet bank and one denoiser call on fixed inputs, and the frames and carries of
 chunked renders in both continuity modes, with and without classifier-free guidance. Any change that
 moves code without changing behaviour keeps every array equal to the last bit (fp32, CPU, one thread).
@@ -21,7 +22,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.engine import ChunkCarry, RenderInputs, RenderParams
+from models.engine import ChunkCarry, RenderInputs, RenderParams, make_params
+from models.vexpress.options import VExpressTinyOptions
 
 GOLDEN = Path(__file__).parent / "data" / "tiny_engine_golden.npz"
 SIZE = 32
@@ -37,10 +39,10 @@ def job_inputs(seconds: float) -> RenderInputs:
     return RenderInputs(image=image, audio=audio)
 
 
-def job_params(**overrides: Any) -> RenderParams:
+def job_params(**overrides: Any) -> RenderParams[VExpressTinyOptions]:
     values: dict[str, Any] = {"fps": 10.0, "size": SIZE, "seed": 7, "context_frames": 6, "motion_frames": 2}
     values.update(overrides)
-    return RenderParams(**values)
+    return make_params(VExpressTinyOptions, **values)
 
 
 # name -> (seconds of audio, RenderParams overrides)

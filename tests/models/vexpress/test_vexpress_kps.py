@@ -1,4 +1,4 @@
-"""V-kps images (FACTS §5), head-motion sequences and retargeting."""
+"""V-kps images, head-motion sequences and retargeting."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The DDIM configuration of FACTS §7."""
+"""The DDIM configuration of V-Express's inference (docs/vexpress.md)."""
 
 from __future__ import annotations
 

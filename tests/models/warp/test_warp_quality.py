@@ -18,9 +18,10 @@ import cv2
 import numpy as np
 import pytest
 
-from models.engine import RenderInputs, RenderParams
+from models.engine import RenderInputs, make_params
 from models.face import Face, MediaPipeFaceAnalyzer
 from models.warp.engine import WarpEngine, WarpPrepared
+from models.warp.options import WarpOptions
 
 SIZE = 256
 FPS = 25.0
@@ -53,7 +54,7 @@ def render_and_measure(
 ) -> Rendered:
     engine = WarpEngine(analyzer=analyzer)
     prepared = engine.prepare(
-        RenderInputs(image=image, audio=audio), RenderParams(fps=FPS, size=SIZE, **params)
+        RenderInputs(image=image, audio=audio), make_params(WarpOptions, fps=FPS, size=SIZE, **params)
     )
     chunks, carry = [], None
     for chunk in engine.plan(prepared):
