@@ -78,7 +78,8 @@ class LivePortraitEngine:
     Args:
         device: torch device for the networks.
         weights_dir: the published layout (or our converted one); ignored when `modules` is given.
-        dtype: "fp32", "fp16" or "bf16" (fp32 on CPU).
+        dtype: "fp32", "fp16" or "bf16" on CUDA (default fp16, as the reference's half precision);
+            always fp32 on CPU.
         modules: already built modules (tiny random ones for tests).
         face_analyzer: MediaPipe by default.
         chunk_seconds: length of a chunk of ``plan``.
@@ -94,7 +95,7 @@ class LivePortraitEngine:
         *,
         device: str = "cpu",
         weights_dir: Path | str | None = None,
-        dtype: str = "fp32",
+        dtype: str | None = None,
         modules: LivePortraitModules | None = None,
         face_analyzer: FaceAnalyzer | None = None,
         chunk_seconds: float = 2.0,
@@ -105,9 +106,10 @@ class LivePortraitEngine:
             raise ValueError(
                 f"chunk_seconds must be > 0 and batch_size >= 1, got {chunk_seconds}, {batch_size}"
             )
-        if dtype not in DTYPES:
+        if dtype is not None and dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-        torch_dtype = DTYPES[dtype] if torch.device(device).type == "cuda" else torch.float32
+        on_cuda = torch.device(device).type == "cuda"
+        torch_dtype = DTYPES[dtype or "fp16"] if on_cuda else torch.float32
         if modules is None:
             if weights_dir is None:
                 raise WeightsError(
