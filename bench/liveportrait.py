@@ -98,6 +98,7 @@ def run_engine_case(case: dict[str, Any]) -> dict[str, Any]:
     from models.engine import RenderInputs, RenderParams
     from models.liveportrait.checkpoint import build_modules
     from models.liveportrait.engine import LivePortraitEngine
+    from models.liveportrait.options import LivePortraitOptions
     from models.liveportrait.testing import randomize
 
     torch.manual_seed(0)
@@ -112,7 +113,8 @@ def run_engine_case(case: dict[str, Any]) -> dict[str, Any]:
     image = np.asarray(Image.open(ASSETS / "portrait.png").convert("RGB"))
     seconds = float(case["seconds"])
     audio = (np.random.default_rng(0).standard_normal(int(16_000 * seconds)) * 0.1).astype(np.float32)
-    inputs, params = RenderInputs(image=image, audio=audio), RenderParams(size=512, fps=25.0)
+    inputs = RenderInputs(image=image, audio=audio)
+    params = RenderParams(LivePortraitOptions(), size=512, fps=25.0)
     started = time.perf_counter()
     prepared = engine.prepare(inputs, params)
     prepare_s = time.perf_counter() - started
