@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from models.engine import AnyEngine
+from models.liveportrait.options import LivePortraitOptions
 from models.options import EngineOptions
 from models.testing import PatternOptions
 from models.vexpress.options import VExpressOptions, VExpressTinyOptions
@@ -89,6 +90,18 @@ def _vexpress_tiny() -> EngineFactory:
     return tiny_engine
 
 
+def _liveportrait() -> EngineFactory:
+    from models.liveportrait.engine import LivePortraitEngine
+
+    return LivePortraitEngine
+
+
+def _liveportrait_tiny() -> EngineFactory:
+    from models.liveportrait.engine import tiny_engine
+
+    return tiny_engine
+
+
 def _pattern() -> EngineFactory:
     from models.testing import PatternEngine
 
@@ -118,6 +131,20 @@ ENGINES: dict[str, EngineSpec] = {
             VExpressTinyOptions,
             Capabilities(driving_video=True),
             _vexpress_tiny,
+        ),
+        EngineSpec(
+            "liveportrait",
+            "LivePortrait: implicit-keypoint neural warp; driving video, or lips/blinks/sway from the audio.",
+            LivePortraitOptions,
+            Capabilities(driving_video=True, needs_weights=True, realtime=True),
+            _liveportrait,
+        ),
+        EngineSpec(
+            "liveportrait-tiny",
+            "The liveportrait renderer on tiny random weights (tests: noise, not faces).",
+            LivePortraitOptions,
+            Capabilities(driving_video=True),
+            _liveportrait_tiny,
         ),
         EngineSpec(
             "test",

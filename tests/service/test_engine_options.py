@@ -41,12 +41,20 @@ REFUSED: dict[str, list[tuple[dict[str, Any], str]]] = {
         ({"continuity": "glue"}, "engine_options.continuity"),
     ],
     "test": [({"head_motion": 0.5}, "engine_options.head_motion")],
+    "liveportrait": [
+        ({"sway_degrees": 20}, "engine_options.sway_degrees"),
+        ({"head_motion": "driving"}, "driving_video"),
+        ({"eye_retargeting": True}, "head_motion"),
+    ],
+    "liveportrait-tiny": [({"driving_option": "fast"}, "engine_options.driving_option")],
 }
 ACCEPTED: dict[str, dict[str, Any]] = {
     "warp": {"head_motion": 0.8},
     "vexpress": {"num_inference_steps": 10, "context_frames": 16, "motion_frames": 2},
     "vexpress-tiny": {"continuity": "overlap_average"},
     "test": {},
+    "liveportrait": {"head_motion": "still", "lip_multiplier": 1.5},
+    "liveportrait-tiny": {"sway_degrees": 5.0},
 }
 
 
