@@ -5,6 +5,7 @@ Published layout (``weights_dir``, the reference's ``pretrained_model/``)::
     audio2mesh.pt                   -> Audio2Mesh      (wav2vec2 copy + in_fn/out_fn)
     audio2pose.pt                   -> Audio2Pose      (wav2vec2 copy + decoder)
     wav2vec2-base-960h/config.json                     (the audio encoders' architecture)
+    pose_guider.pth                 -> PoseGuider      (184 tensors, BatchNorm statistics included)
 
 Loading uses the skeleton's strict primitives (``models.sd.checkpoint``): ``torch.load(weights_only=True)``
 memory-mapped, every file key lands in a parameter or buffer of the same shape and every one is
@@ -28,9 +29,11 @@ from transformers import Wav2Vec2Config
 from core.errors import WeightsError
 from models.aniportrait.audio2landmarks import Audio2Mesh, Audio2Pose
 from models.aniportrait.configs import Audio2MeshConfig, Audio2PoseConfig
+from models.aniportrait.guider import PoseGuider
 from models.sd.checkpoint import assign, build_on_meta, check_keys, read_bin, read_json
 
 AUDIO_ENCODER_DIR = "wav2vec2-base-960h"
+POSE_GUIDER_FILE = "pose_guider.pth"
 A2L_FILES: dict[str, str] = {"audio2mesh.pt": "audio2mesh", "audio2pose.pt": "audio2pose"}
 _LEGACY_WEIGHT_NORM = {
     "pos_conv_embed.conv.weight_g": "pos_conv_embed.conv.parametrizations.weight.original0",
@@ -145,3 +148,39 @@ def save_a2l(modules: A2LModules, weights_dir: Path, *, legacy_names: bool = Tru
                     key = key[: -len(new)] + old
             state[key] = tensor.detach().clone()
         torch.save(state, weights_dir / file)
+
+
+def build_pose_guider(
+    config: dict[str, Any] | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> PoseGuider:
+    """The pose guider (published sizes unless `config` gives `PoseGuider` kwargs), eval mode, no gradients."""
+    with torch.device(device):
+        guider = PoseGuider(**(config or {}))
+    nn.Module.to(guider, dtype=dtype)  # ModelMixin.to logs a spurious warning for any dtype
+    guider.eval().requires_grad_(False)
+    return guider
+
+
+def load_pose_guider(
+    weights_dir: Path,
+    *,
+    config: dict[str, Any] | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> PoseGuider:
+    """Loads ``pose_guider.pth`` strictly (parameters and BatchNorm buffers, ``num_batches_tracked`` too).
+
+    Raises:
+        WeightsError: a missing or unreadable file, or any key or shape mismatch (all listed).
+    """
+    path = weights_dir / POSE_GUIDER_FILE
+    if not path.is_file():
+        raise WeightsError(f"{weights_dir} lacks {POSE_GUIDER_FILE}")
+    guider = build_on_meta(lambda: build_pose_guider(config, device="meta", dtype=dtype))
+    state = read_bin(path)
+    check_keys(guider, state, POSE_GUIDER_FILE)
+    assign(guider, state, device, dtype)
+    return guider
