@@ -158,7 +158,7 @@ def build_pose_guider(
 ) -> PoseGuider:
     """The pose guider (published sizes unless `config` gives `PoseGuider` kwargs), eval mode, no gradients."""
     with torch.device(device):
-        guider = PoseGuider(**(config or {}))
+        guider: PoseGuider = PoseGuider(**(config or {}))
     nn.Module.to(guider, dtype=dtype)  # ModelMixin.to logs a spurious warning for any dtype
     guider.eval().requires_grad_(False)
     return guider
@@ -179,7 +179,7 @@ def load_pose_guider(
     path = weights_dir / POSE_GUIDER_FILE
     if not path.is_file():
         raise WeightsError(f"{weights_dir} lacks {POSE_GUIDER_FILE}")
-    guider = build_on_meta(lambda: build_pose_guider(config, device="meta", dtype=dtype))
+    guider: PoseGuider = build_on_meta(lambda: build_pose_guider(config, device="meta", dtype=dtype))
     state = read_bin(path)
     check_keys(guider, state, POSE_GUIDER_FILE)
     assign(guider, state, device, dtype)
