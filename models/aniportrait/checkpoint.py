@@ -6,6 +6,10 @@ Published layout (``weights_dir``, the reference's ``pretrained_model/``)::
     audio2pose.pt                   -> Audio2Pose      (wav2vec2 copy + decoder)
     wav2vec2-base-960h/config.json                     (the audio encoders' architecture)
     pose_guider.pth                 -> PoseGuider      (184 tensors, BatchNorm statistics included)
+    reference_unet.pth              -> AniPortraitReferenceNet (682 tensors: SD1.5 without its output head)
+    denoising_unet.pth              -> AniPortraitUNet3D (the 686 non-motion-module tensors)
+    motion_module.pth               -> AniPortraitUNet3D (the 588 motion-module tensors)
+    stable-diffusion-v1-5/unet/config.json             (the UNet hyperparameters)
 
 Loading uses the skeleton's strict primitives (``models.sd.checkpoint``): ``torch.load(weights_only=True)``
 memory-mapped, every file key lands in a parameter or buffer of the same shape and every one is
@@ -30,10 +34,24 @@ from core.errors import WeightsError
 from models.aniportrait.audio2landmarks import Audio2Mesh, Audio2Pose
 from models.aniportrait.configs import Audio2MeshConfig, Audio2PoseConfig
 from models.aniportrait.guider import PoseGuider
-from models.sd.checkpoint import assign, build_on_meta, check_keys, read_bin, read_json
+from models.aniportrait.unet import AniPortraitReferenceNet, AniPortraitUNet3D
+from models.sd.checkpoint import (
+    assign,
+    build_on_meta,
+    check_keys,
+    is_motion_module_key,
+    read_bin,
+    read_checked_state,
+    read_json,
+)
+from models.sd.configs import unet_kwargs_from_config
 
 AUDIO_ENCODER_DIR = "wav2vec2-base-960h"
 POSE_GUIDER_FILE = "pose_guider.pth"
+UNET_CONFIG_PATH = "stable-diffusion-v1-5/unet/config.json"
+REFERENCE_UNET_FILE = "reference_unet.pth"
+DENOISING_UNET_FILE = "denoising_unet.pth"
+MOTION_MODULE_FILE = "motion_module.pth"
 A2L_FILES: dict[str, str] = {"audio2mesh.pt": "audio2mesh", "audio2pose.pt": "audio2pose"}
 _LEGACY_WEIGHT_NORM = {
     "pos_conv_embed.conv.weight_g": "pos_conv_embed.conv.parametrizations.weight.original0",
@@ -184,3 +202,55 @@ def load_pose_guider(
     check_keys(guider, state, POSE_GUIDER_FILE)
     assign(guider, state, device, dtype)
     return guider
+
+
+def build_unets(
+    unet_config: dict[str, Any], *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> tuple[AniPortraitReferenceNet, AniPortraitUNet3D]:
+    """The ReferenceNet and the denoiser from a diffusers UNet config, eval mode, no gradients."""
+    with torch.device(device):
+        reference = AniPortraitReferenceNet(**unet_kwargs_from_config(unet_config))
+        denoiser = AniPortraitUNet3D.from_unet_config(unet_config)
+    for module in (reference, denoiser):
+        nn.Module.to(module, dtype=dtype)
+        module.eval().requires_grad_(False)
+    return reference, denoiser
+
+
+def load_unets(
+    weights_dir: Path,
+    *,
+    unet_config: dict[str, Any] | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> tuple[AniPortraitReferenceNet, AniPortraitUNet3D]:
+    """Loads ``reference_unet.pth`` and ``denoising_unet.pth`` + ``motion_module.pth`` strictly: the
+    denoiser's file must hold exactly its non-motion-module tensors and the motion-module file exactly
+    the others (the reference loads both with ``strict=False``; we refuse anything left over or missing).
+
+    Raises:
+        WeightsError: a missing or unreadable file or config, or any key or shape mismatch (all listed).
+    """
+    needed = [REFERENCE_UNET_FILE, DENOISING_UNET_FILE, MOTION_MODULE_FILE]
+    if unet_config is None:
+        needed.append(UNET_CONFIG_PATH)
+    missing = [name for name in needed if not (weights_dir / name).is_file()]
+    if missing:
+        raise WeightsError(f"{weights_dir} lacks {', '.join(missing)}")
+    config = unet_config if unet_config is not None else read_json(weights_dir / UNET_CONFIG_PATH)
+    reference, denoiser = build_on_meta(lambda: build_unets(config, device="meta", dtype=dtype))
+    state = read_checked_state(reference, [(weights_dir / REFERENCE_UNET_FILE, REFERENCE_UNET_FILE, None)])
+    assign(reference, state, device, dtype)
+    state = read_checked_state(
+        denoiser,
+        [
+            (
+                weights_dir / DENOISING_UNET_FILE,
+                DENOISING_UNET_FILE,
+                lambda key: not is_motion_module_key(key),
+            ),
+            (weights_dir / MOTION_MODULE_FILE, MOTION_MODULE_FILE, is_motion_module_key),
+        ],
+    )
+    assign(denoiser, state, device, dtype)
+    return reference, denoiser

@@ -11,8 +11,9 @@ What differs from the skeleton's defaults (and from V-Express):
 - The cross-attention tokens are one CLIP image embedding per sample.
 - The pose guider's five maps are added after ``conv_in`` and after each down block (the skeleton adds
   one map after ``conv_in`` only), so `AniPortraitUNet3D.forward` re-states the skeleton's loop.
-- The published ``reference_unet.pth`` is a whole UNet2DConditionModel, ``conv_norm_out`` included
-  (unused: only the bank is read), so [`AniPortraitReferenceNet`] has it for strict loading.
+- The published ``reference_unet.pth`` has neither ``conv_norm_out`` nor ``conv_out`` (the reference's
+  2D UNet drops its output head: only the bank is read), so [`AniPortraitReferenceNet`] drops
+  ``conv_out`` too.
 """
 
 from __future__ import annotations
@@ -91,16 +92,15 @@ class BankConcatReaderTransformerBlock(CrossAttentionTransformerBlock):
 
 
 class AniPortraitReferenceNet(ReferenceNet):
-    """The skeleton's ReferenceNet with AniPortrait's bank (``norm1(x)``) and the published
-    ``conv_norm_out`` (686 keys for SD1.5). Parameters: those of [`~models.sd.reference_net.ReferenceNet`]."""
+    """The skeleton's ReferenceNet with AniPortrait's bank (``norm1(x)``) and its published layout: no
+    ``conv_out`` either (682 keys for SD1.5; only the bank is ever read). Parameters: those of
+    [`~models.sd.reference_net.ReferenceNet`]."""
 
     transformer_block_class: ClassVar[type[ReferenceWriterTransformerBlock]] = BankWriterTransformerBlock
 
     def __init__(self, **unet_config: Any) -> None:
         super().__init__(**unet_config)
-        self.conv_norm_out = nn.GroupNorm(
-            self.config["norm_num_groups"], self.config["block_out_channels"][0], eps=self.config["norm_eps"]
-        )
+        del self.conv_out
 
 
 class AniPortraitUNet3D(UNet3DConditionModel):
