@@ -12,9 +12,11 @@ Continuity (``VExpressOptions.continuity``):
   ``ChunkCarry`` holds those latents and the noise generator's state, so a resumed job reproduces
   an uninterrupted one exactly and memory does not depend on the clip length.
 - ``overlap_average``: the reference schedule, which needs the whole clip's latents at every step.
-  The first chunk rendered computes the latents of the whole clip (kept in the prepared state, about
-  ``64 KiB x frames`` at 512x512) and every chunk decodes its frames from them. A resumed job
-  recomputes them. For a clip of at most ``context_frames`` frames both modes give the same frames.
+  The first chunk rendered computes the latents of the whole clip (kept in the prepared state on
+  the device, about ``64 KiB x frames`` at 512x512) and every chunk decodes its frames from them.
+  Its conditions are built once for the whole clip (kps features: ``320 x 64 x 64`` per frame,
+  2.5 MiB in bf16 at 512x512, i.e. about 7.3 GiB for 120 s at 25 fps, freed when the latents are
+  done) rather than once per window and step. A resumed job recomputes them. For a clip of at most ``context_frames`` frames both modes give the same frames.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import torch
 
 from core.errors import EngineFailure, InvalidInput, WeightsError
 from models.engine import ChunkCarry, ChunkSpec, Frames, RenderInputs, RenderParams, num_frames_for
+from models.sd.attention import Context
 from models.sd.pipeline import dtype_from_name
 from models.sd.sampler import ChunkSchedule, Continuity, check_window_options
 from models.vexpress.kps import (
@@ -41,7 +44,13 @@ from models.vexpress.kps import (
     transform_kps,
 )
 from models.vexpress.options import MAX_CONTEXT_FRAMES, VExpressOptions
-from models.vexpress.pipeline import GuidanceOptions, VExpressComponents, VExpressPipeline, WindowConditions
+from models.vexpress.pipeline import (
+    ClipConditions,
+    GuidanceOptions,
+    VExpressComponents,
+    VExpressPipeline,
+    WindowConditions,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +94,8 @@ class VExpressPrepared:
     width: int
     options: ResolvedOptions
     crop_size: int
-    reference_bank: list[torch.Tensor]
+    reference_bank: list[Context]
+    """The ReferenceNet bank, its keys and values projected once for the job (``project_reference_bank``)."""
     audio_tokens: torch.Tensor
     """`(2 * num_frames + 8, D)` padded per-frame wav2vec2 tokens (``models.vexpress.audio``)."""
     kps_sequence: Keypoints
@@ -93,7 +103,7 @@ class VExpressPrepared:
     paste_back: Any = None
     """``models.face.PasteBack`` for ``framing="full"``, else None."""
     overlap_latents: torch.Tensor | None = field(default=None, repr=False)
-    """`(1, 4, num_frames, h, w)` float32 CPU latents of the whole clip (``overlap_average`` only)."""
+    """`(1, 4, num_frames, h, w)` float32 device latents of the whole clip (``overlap_average`` only)."""
 
 
 def missing_weight_files(weights_dir: str | Path, converted_dir: str | Path | None = None) -> list[str]:
@@ -321,7 +331,7 @@ class VExpressEngine:
         height, width = (paste.height, paste.width) if paste is not None else (size, size)
         # Reference latents and bank, audio tokens: once per job.
         reference_latents = self.pipeline.encode_reference(crop.image)
-        bank = self.pipeline.reference_bank(reference_latents)
+        bank = self.pipeline.project_reference_bank(self.pipeline.reference_bank(reference_latents))
         audio = np.asarray(inputs.audio, dtype=np.float32)
         if len(audio) < MIN_AUDIO_SAMPLES:
             audio = np.pad(audio, (0, MIN_AUDIO_SAMPLES - len(audio)))
@@ -400,10 +410,16 @@ class VExpressEngine:
         side = prepared.crop_size // self.pipeline.vae_scale_factor
         return side, side
 
-    def _conditions(self, prepared: VExpressPrepared, start: int, stop: int) -> WindowConditions:
+    def _conditions(
+        self, prepared: VExpressPrepared, start: int, stop: int, clip: ClipConditions | None = None
+    ) -> WindowConditions:
+        """Window ``[start, stop)``'s conditions: views of `clip` when given, else built for it."""
         pipeline, size = self.pipeline, prepared.crop_size
-        tokens = pipeline.project_audio(prepared.audio_tokens, start, stop)
-        features = pipeline.kps_features(prepared.kps_sequence[start:stop], size, size)
+        if clip is None:
+            clip = pipeline.clip_conditions(
+                prepared.audio_tokens, prepared.kps_sequence, size, size, start, stop
+            )
+        tokens, features = clip.frames(start, stop)
         return pipeline.window_conditions(
             tokens, features, prepared.reference_bank, prepared.options.guidance
         )
@@ -411,10 +427,13 @@ class VExpressEngine:
     def _overlap_latents(self, prepared: VExpressPrepared) -> torch.Tensor:
         """The whole clip's denoised latents of the overlap-average schedule, computed once per job."""
         if prepared.overlap_latents is None:
-            options = prepared.options
+            options, size = prepared.options, prepared.crop_size
+            clip = self.pipeline.clip_conditions(
+                prepared.audio_tokens, prepared.kps_sequence, size, size, 0, prepared.num_frames
+            )
             prepared.overlap_latents = self.pipeline.overlap_average_latents(
                 self._schedule(prepared),
-                lambda start, stop: self._conditions(prepared, start, stop),
+                lambda start, stop: self._conditions(prepared, start, stop, clip),
                 options.guidance,
                 self.pipeline.make_scheduler(options.num_inference_steps),
                 latent_size=self._latent_size(prepared),
