@@ -431,11 +431,16 @@ class SDVideoPipeline:
         scheduler: DDIMScheduler,
         *,
         latent_size: tuple[int, int],
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The whole clip's denoised latents ``(1, 4, L, h, w)`` (float32, device) of the overlap-average
-        schedule, from noise seeded with ``schedule.seed``; chunks decode their frames from them."""
-        generator = torch.Generator().manual_seed(schedule.seed)
-        noise = self.draw_noise((1, self.latent_channels, schedule.num_frames, *latent_size), generator)
+        schedule, from noise seeded with ``schedule.seed`` (or `noise` when given, e.g. the
+        reference-compatible noise); chunks decode their frames from them."""
+        shape = (1, self.latent_channels, schedule.num_frames, *latent_size)
+        if noise is None:
+            noise = self.draw_noise(shape, torch.Generator().manual_seed(schedule.seed))
+        elif tuple(noise.shape) != shape:
+            raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
         return self.denoise_overlap_average(
             noise,
             window_conditions,

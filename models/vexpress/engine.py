@@ -38,6 +38,7 @@ from models.vexpress.kps import (
     Keypoints,
     Retarget,
     driving_video_kps,
+    resample_kps,
     retarget_kps,
     still_kps,
     sway_kps,
@@ -50,6 +51,9 @@ from models.vexpress.pipeline import (
     VExpressComponents,
     VExpressPipeline,
     WindowConditions,
+    median_filter_3x3x3,
+    reference_compatible_noise,
+    reflect_index,
 )
 
 logger = logging.getLogger(__name__)
@@ -72,10 +76,15 @@ class ResolvedOptions:
     motion_frames: int
     continuity: Continuity
     seed: int
-    head_motion: Literal["still", "sway", "driving"]
+    head_motion: Literal["still", "sway", "driving", "sequence"]
     sway_amplitude: float
     retarget: Retarget
     decode_batch_frames: int = 8
+    seed_mode: Literal["parla", "reference"] = "parla"
+    frame_count: Literal["parla", "reference"] = "parla"
+    post_filter: Literal["none", "median3"] = "none"
+    kps_sequence: Keypoints | None = None
+    """`(T, 3, 2)` float32 keypoints in crop pixels (``VExpressOptions.kps_sequence``)."""
 
     @property
     def guidance(self) -> GuidanceOptions:
@@ -236,7 +245,31 @@ def resolve_options(
         sway_amplitude=sway_amplitude,
         retarget=options.retarget,
         decode_batch_frames=decode_batch_frames,
+        seed_mode=options.seed_mode,
+        frame_count=options.frame_count,
+        post_filter=options.post_filter,
+        kps_sequence=None
+        if options.kps_sequence is None
+        else np.asarray(options.kps_sequence, dtype=np.float32),
     )
+
+
+def reference_frame_count(duration_s: float, fps: float, context_frames: int, motion_frames: int) -> int:
+    """The V-Express script's frame count: ``int(duration x fps)`` cut to the last whole window.
+
+    Raises:
+        InvalidInput: ``audio_too_short``: fewer frames than one window (the script fails there).
+    """
+    initial = int(duration_s * fps)
+    stride = context_frames - motion_frames
+    windows = (initial - context_frames) // stride + 1
+    if initial < context_frames or windows < 1:
+        raise InvalidInput(
+            f"frame_count 'reference' needs at least context_frames={context_frames} frames of audio "
+            f"({context_frames / fps:.2f} s at {fps} fps), got {duration_s:.2f} s",
+            code="audio_too_short",
+        )
+    return (windows - 1) * stride + context_frames
 
 
 class VExpressEngine:
@@ -321,6 +354,12 @@ class VExpressEngine:
         if inputs.sample_rate != 16_000:
             raise EngineFailure(f"vexpress expects 16 kHz audio, got {inputs.sample_rate} Hz")
         num_frames = num_frames_for(inputs.duration_s, params.fps)
+        fps = float(params.fps)
+        if options.frame_count == "reference":
+            num_frames = reference_frame_count(
+                inputs.duration_s, fps, options.context_frames, options.motion_frames
+            )
+            fps = num_frames / inputs.duration_s  # the script stretches the frames over the audio
         size = params.size
         # Face crop: the model sees a square crop; its keypoints are the detection's, mapped into it.
         face = select_face(self.face_analyzer.detect(inputs.image), params.face_index)
@@ -338,7 +377,7 @@ class VExpressEngine:
         audio_tokens = self.pipeline.encode_audio(audio, num_frames).cpu()
         return VExpressPrepared(
             num_frames=num_frames,
-            fps=float(params.fps),
+            fps=fps,
             height=height,
             width=width,
             options=options,
@@ -361,6 +400,11 @@ class VExpressEngine:
             return still_kps(reference_kps, num_frames)
         if options.head_motion == "sway":
             return sway_kps(reference_kps, num_frames, fps, options.sway_amplitude, seed=options.seed)
+        if options.head_motion == "sequence":
+            assert options.kps_sequence is not None
+            return retarget_kps(
+                reference_kps, resample_kps(options.kps_sequence, num_frames), options.retarget
+            )
         assert inputs.driving_video is not None
         try:
             driving = driving_video_kps(inputs.driving_video, self.face_analyzer, num_frames, fps)
@@ -387,7 +431,17 @@ class VExpressEngine:
                 f"carry of a {carry.meta.get('continuity')} job given to a {options.continuity} job"
             )
         if options.continuity == "overlap_average":
-            latents = self._overlap_latents(prepared)[:, :, chunk.start : chunk.stop]
+            clip_latents = self._overlap_latents(prepared)
+            if options.post_filter == "median3":  # one neighbour frame each side, reflected at the ends
+                indices = [
+                    reflect_index(i, prepared.num_frames) for i in range(chunk.start - 1, chunk.stop + 1)
+                ]
+                padded = self.pipeline.decode_latents(
+                    clip_latents[:, :, indices], options.decode_batch_frames
+                )
+                frames = median_filter_3x3x3(torch.from_numpy(padded).to(self.device)).cpu().numpy()
+            else:
+                latents = clip_latents[:, :, chunk.start : chunk.stop]
             next_carry = ChunkCarry(meta={"continuity": options.continuity, "chunk_index": chunk.index})
             if chunk.stop >= prepared.num_frames:
                 prepared.overlap_latents = None  # the last chunk: free the clip's latents
@@ -401,7 +455,8 @@ class VExpressEngine:
                 self.pipeline.make_scheduler(options.num_inference_steps),
                 latent_size=self._latent_size(prepared),
             )
-        frames = self.pipeline.decode_latents(latents, options.decode_batch_frames)
+        if options.post_filter == "none" or options.continuity != "overlap_average":
+            frames = self.pipeline.decode_latents(latents, options.decode_batch_frames)
         if prepared.paste_back is not None:
             frames = prepared.paste_back(frames)
         return frames, next_carry
@@ -431,11 +486,18 @@ class VExpressEngine:
             clip = self.pipeline.clip_conditions(
                 prepared.audio_tokens, prepared.kps_sequence, size, size, 0, prepared.num_frames
             )
+            noise = None
+            if options.seed_mode == "reference":
+                shape = (1, self.pipeline.latent_channels, prepared.num_frames, *self._latent_size(prepared))
+                noise = reference_compatible_noise(
+                    shape, options.seed, self.pipeline.layerdrop_draws, self.pipeline.dtype
+                )
             prepared.overlap_latents = self.pipeline.overlap_average_latents(
                 self._schedule(prepared),
                 lambda start, stop: self._conditions(prepared, start, stop, clip),
                 options.guidance,
                 self.pipeline.make_scheduler(options.num_inference_steps),
                 latent_size=self._latent_size(prepared),
+                noise=noise,
             )
         return prepared.overlap_latents

@@ -131,6 +131,64 @@ class ClipConditions:
         return self.audio_tokens[first:last], self.kps_features[:, :, first:last]
 
 
+def reference_compatible_noise(
+    shape: Sequence[int], seed: int, layerdrop_draws: int, dtype: torch.dtype
+) -> torch.Tensor:
+    """The initial noise the V-Express script draws for `seed`, as float32.
+
+    The script seeds the global CPU generator (``torch.manual_seed(seed)``); its wav2vec2
+    (transformers 4.41) then draws ``torch.rand([])`` once per encoder layer (LayerDrop, drawn even
+    in eval mode); then the latents are drawn with ``randn`` in the model dtype, on the CPU. A
+    generator of our own replays that without touching the global one.
+
+    Args:
+        layerdrop_draws: the audio encoder's ``num_hidden_layers`` (12 for wav2vec2-base).
+        dtype: the model dtype the script runs in (``randn`` consumes the generator differently per dtype).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(layerdrop_draws):
+        torch.rand([], generator=generator)
+    return torch.randn(tuple(shape), generator=generator, dtype=dtype).float()
+
+
+@torch.inference_mode()
+def median_filter_3x3x3(frames: torch.Tensor) -> torch.Tensor:
+    """The V-Express script's post-filter: per channel, the median of each pixel's 3x3x3 neighbourhood.
+
+    Args:
+        frames (`torch.Tensor` of shape `(F + 2, H, W, 3)`, uint8): the frames with one neighbour
+            frame before and after (the caller pads time; the script reflects at the clip's ends).
+
+    Returns:
+        `torch.Tensor` of shape `(F, H, W, 3)`, uint8. Space is reflect-padded as in the script.
+        The median is an order statistic, so filtering the uint8 frames gives the script's result
+        of filtering the float frames and converting after.
+    """
+    if frames.ndim != 4 or frames.shape[0] < 3:
+        raise ValueError(f"frames must be (F + 2, H, W, 3) with F >= 1, got {tuple(frames.shape)}")
+    channels_first = frames.permute(3, 0, 1, 2).to(torch.int16)  # [3, F + 2, H, W]
+    padded = torch.nn.functional.pad(channels_first, (1, 1, 1, 1), mode="reflect")
+    height, width = frames.shape[1:3]
+    filtered = []
+    for index in range(frames.shape[0] - 2):  # one frame at a time: 27 x one frame of memory
+        window = padded[:, index : index + 3].unfold(2, 3, 1).unfold(3, 3, 1)  # [3, 3, H, W, 3, 3]
+        window = window.permute(0, 2, 3, 1, 4, 5).reshape(3, height, width, 27)
+        filtered.append(window.median(dim=-1).values)
+    return torch.stack(filtered, dim=1).permute(1, 2, 3, 0).to(torch.uint8)
+
+
+def reflect_index(index: int, length: int) -> int:
+    """``index`` in ``[-1, length]`` mapped into the clip as reflect padding does (-1 -> 1, L -> L - 2);
+    a one-frame clip repeats its frame."""
+    if length == 1:
+        return 0
+    if index < 0:
+        return -index
+    if index >= length:
+        return 2 * (length - 1) - index
+    return index
+
+
 class VExpressPipeline(SDVideoPipeline):
     """Runs the V-Express modules; owns no per-job state (see ``models.vexpress.engine`` for that).
 
@@ -150,6 +208,8 @@ class VExpressPipeline(SDVideoPipeline):
             dtype,
         )
         self.components = components
+        # what the reference's wav2vec2 (transformers 4.41) draws before the noise: one per layer
+        self.layerdrop_draws = int(components.audio_encoder.config.num_hidden_layers)
 
     # audio ----------------------------------------------------------------------------------------
     @torch.inference_mode()
