@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeAlias
+from typing import Any, Protocol, TypeAlias, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -154,6 +154,11 @@ class SDVideoPipeline:
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         # the motion modules' position table bounds a window's length (32 for AnimateDiff modules)
         self.max_context_frames = int(getattr(denoising_unet, "max_frames", None) or 32)
+        # set by compile_models; eager until then
+        self.compiled_denoiser: Callable[..., Any] | None = None
+        self.compiled_window: int | None = None
+        self.compiled_decoder: Callable[..., Any] | None = None
+        self.compiled_decode_batch: int | None = None
 
     def make_scheduler(self, num_inference_steps: int | None = None) -> DDIMScheduler:
         """A fresh scheduler for one render (see ``models.sd.scheduler.build_ddim_scheduler``)."""
@@ -244,7 +249,8 @@ class SDVideoPipeline:
         sample = latents.to(self.device, self.dtype)
         if guidance.do_classifier_free_guidance:
             sample = torch.cat([sample, sample])
-        output = self.denoising_unet(sample, timestep.to(self.device), **conditions.denoiser_kwargs())
+        denoiser = self.denoiser_for(sample.shape[2])
+        output = denoiser(sample, timestep.to(self.device), **conditions.denoiser_kwargs())
         v_pred = (output.sample if hasattr(output, "sample") else output).float()
         if guidance.do_classifier_free_guidance:
             v_uncond, v_cond = v_pred.chunk(2)
@@ -469,9 +475,55 @@ class SDVideoPipeline:
         return torch.cat(frames).cpu().numpy()
 
     def decode_vae(self, latents: torch.Tensor) -> torch.Tensor:
-        """The VAE decoder on ``(N, 4, h, w)`` scaled latents -> ``(N, 3, H, W)`` pixels in [-1, 1]."""
+        """The VAE decoder on ``(N, 4, h, w)`` scaled latents -> ``(N, 3, H, W)`` pixels in [-1, 1]
+        (the compiled decoder for the batch size it was compiled at, see `compile_models`)."""
+        if self.compiled_decoder is not None and latents.shape[0] == self.compiled_decode_batch:
+            return cast(torch.Tensor, self.compiled_decoder(latents))
         sample: torch.Tensor = self.vae.decode(latents).sample
         return sample
+
+    # compile and capture ------------------------------------------------------------------------
+    def denoiser_for(self, num_frames: int) -> Callable[..., Any]:
+        """The denoiser for a window of `num_frames`: the compiled one at its window length, else eager.
+
+        A job's windows all have the compiled length except (usually) its last, shorter one; that
+        one runs eager rather than compiling a new graph inside a job."""
+        if self.compiled_denoiser is not None and num_frames == self.compiled_window:
+            return self.compiled_denoiser
+        return self.denoising_unet
+
+    def use_channels_last(self) -> None:
+        """Store the convolution weights of the denoiser and the VAE channels-last (NHWC): the
+        layout cuDNN's tensor-core convolutions run in without transposes. Results change only by
+        kernel rounding."""
+        cast(Any, self.denoising_unet).to(memory_format=torch.channels_last)
+        self.vae.to(memory_format=torch.channels_last)
+
+    def compile_models(
+        self, window_frames: int, decode_batch_frames: int, *, cuda_graphs: bool = False
+    ) -> None:
+        """``torch.compile`` the denoiser (for windows of `window_frames`) and the VAE decoder (for
+        batches of `decode_batch_frames`) with static shapes; other shapes keep the eager modules.
+
+        Compiling happens at the first call of each, which the engine makes at warm-up, at the
+        job's real shapes. Inductor's FX-graph and autotuning caches (on by default, on disk under
+        ``TORCHINDUCTOR_CACHE_DIR``) keep the cost off later boots of the same build.
+
+        Args:
+            cuda_graphs: capture each compiled graph in a CUDA graph (``mode="reduce-overhead"``):
+                the per-kernel launch cost goes away; inputs are copied into static buffers.
+        """
+        mode = "reduce-overhead" if cuda_graphs else "max-autotune-no-cudagraphs"
+        self.compiled_denoiser = torch.compile(self.denoising_unet, mode=mode, dynamic=False, fullgraph=False)
+        self.compiled_window = window_frames
+        vae = self.vae
+
+        def decode(latents: torch.Tensor) -> torch.Tensor:
+            sample: torch.Tensor = vae.decode(latents).sample
+            return sample
+
+        self.compiled_decoder = torch.compile(decode, mode=mode, dynamic=False)
+        self.compiled_decode_batch = decode_batch_frames
 
     # the whole story, for one clip in one call ------------------------------------------------
     def check_inputs(

@@ -287,9 +287,20 @@ class VExpressEngine:
         converted_dir: our safetensors copy of the module files (made on first boot when absent);
             see ``load_components``.
         module_configs: guider / audio projection configs of a non-published checkpoint size.
+        compile: ``torch.compile`` the denoiser (at ``warmup_context_frames``) and the VAE decoder (at
+            ``decode_batch_frames``) with static shapes, at warm-up; other shapes run eager.
+        channels_last: channels-last convolution weights (denoiser and VAE).
+        cuda_graphs: capture the compiled graphs in CUDA graphs (needs ``compile`` and CUDA).
+        warmup_size, warmup_context_frames: the shapes ``warmup`` renders at: a job's crop size and
+            window (512 and 24 by default, the published model's), so that an out-of-memory or a
+            compile failure shows at boot, not in the first job.
+
+    These are engine switches (``PARLA_ENGINE_CONFIG``), not job options: they change how every
+    job runs on this worker, and compiling belongs to the boot, never to a job.
 
     Raises:
         WeightsError: ``weights_dir`` is missing or incomplete (the message lists the missing files).
+        ValueError: ``cuda_graphs`` without ``compile`` or without CUDA; a warm-up shape out of range.
     """
 
     name = "vexpress"
@@ -305,9 +316,24 @@ class VExpressEngine:
         decode_batch_frames: int = 8,
         converted_dir: str | Path | None = None,
         module_configs: dict[str, Any] | None = None,
+        compile: bool = False,
+        channels_last: bool = False,
+        cuda_graphs: bool = False,
+        warmup_size: int = 512,
+        warmup_context_frames: int = 24,
     ) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = dtype_from_name(dtype, self.device)
+        if cuda_graphs and (not compile or self.device.type != "cuda"):
+            raise ValueError(
+                f"cuda_graphs=True needs compile=True and a CUDA device (compile={compile}, device={self.device})"
+            )
+        if warmup_size % 8 or warmup_size < 32:
+            raise ValueError(f"warmup_size must be a multiple of 8, >= 32, got {warmup_size}")
+        if not 1 <= warmup_context_frames <= MAX_CONTEXT_FRAMES:
+            raise ValueError(
+                f"warmup_context_frames must be in [1, {MAX_CONTEXT_FRAMES}], got {warmup_context_frames}"
+            )
         if components is None:
             if weights_dir is None:
                 raise WeightsError("the vexpress engine needs a weights directory (none configured)")
@@ -320,6 +346,12 @@ class VExpressEngine:
             )
         self.pipeline = VExpressPipeline(components, self.device, self.dtype)
         self.decode_batch_frames = decode_batch_frames
+        self.warmup_size = warmup_size
+        self.warmup_context_frames = warmup_context_frames
+        if channels_last:
+            self.pipeline.use_channels_last()
+        if compile:
+            self.pipeline.compile_models(warmup_context_frames, decode_batch_frames, cuda_graphs=cuda_graphs)
         self._face_analyzer = face_analyzer
         self.max_context_frames = self.pipeline.max_context_frames
 
@@ -332,12 +364,25 @@ class VExpressEngine:
         return self._face_analyzer
 
     def warmup(self) -> None:
-        """One 1-step render of 2 frames at 64x64 through every model (no face analysis)."""
-        size, num_frames = 64, 2
+        """A 1-step guided render of one window at the jobs' shapes (``warmup_size``,
+        ``warmup_context_frames``, decoded in batches of ``decode_batch_frames``) through every model
+        (no face analysis): allocates the job's working memory, and compiles when ``compile`` is on,
+        so an out-of-memory or a compile failure raises here, at boot."""
+        size, num_frames = self.warmup_size, self.warmup_context_frames
         image = np.full((size, size, 3), 128, dtype=np.uint8)
-        kps = still_kps(np.array([[22, 28], [42, 28], [32, 38]], dtype=np.float32), num_frames)
-        audio = np.zeros(MIN_AUDIO_SAMPLES * 4, dtype=np.float32)
-        self.pipeline(image, kps, audio, num_inference_steps=1, context_frames=num_frames, motion_frames=0)
+        kps = still_kps(
+            np.array([[0.35, 0.45], [0.65, 0.45], [0.5, 0.6]], dtype=np.float32) * size, num_frames
+        )
+        audio = np.zeros(max(MIN_AUDIO_SAMPLES, num_frames * 640), dtype=np.float32)  # 25 fps
+        self.pipeline(
+            image,
+            kps,
+            audio,
+            num_inference_steps=1,
+            context_frames=num_frames,
+            motion_frames=0,
+            decode_batch_frames=self.decode_batch_frames,
+        )
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
