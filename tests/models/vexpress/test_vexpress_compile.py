@@ -75,6 +75,7 @@ def test_warmup_renders_at_the_configured_shapes() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # inductor compiles the tiny UNet's graphs with a C++ compiler: minutes on CPU
 def test_compiled_engine_renders_what_eager_renders() -> None:
     pytest.importorskip("torch._inductor")
     from models.engine import RenderInputs, make_params
