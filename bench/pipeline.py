@@ -13,6 +13,15 @@ Examples::
     python -m bench.pipeline --config full --size 64 --steps 2 --seconds 2 --max-chunks 2
     # GPU, the reference settings
     python -m bench.pipeline --config full --size 512 --steps 25 --seconds 10 120 --device cuda --dtype bf16
+    # the same, compiled, with FLOPs per frame and MFU against a 790 TFLOP/s peak
+    python -m bench.pipeline --config full --size 512 --steps 25 --seconds 10 --device cuda --compile --flops
+
+Per stage (each timed with a device synchronisation around it, so their sum is a little above the
+unsynchronised render time): ``denoise`` (every guided denoiser call and DDIM step), ``decode``
+(VAE decode and the host copy), ``encode`` (``core.media.encode_segment`` of each chunk's frames,
+as the runner does, when ``--encode``). Upload is not timed here (it is the runner's, against S3).
+FLOPs per output frame are counted with ``torch.utils.flop_counter`` on the meta device at the
+case's shapes (``bench.pipeline.flops_per_frame``); MFU = FLOPs per frame x frames/s / ``--peak-tflops``.
 """
 
 from __future__ import annotations
@@ -51,6 +60,15 @@ class CaseResult:
     render_start_mib: float
     render_peak_mib: float
     memory_kind: str
+    switches: str = "eager"
+    warmup_s: float = float("nan")
+    first_chunk_s: float = float("nan")
+    steady_frames_per_s: float = float("nan")
+    denoise_s: float = 0.0
+    decode_s: float = 0.0
+    encode_s: float = 0.0
+    tflop_per_frame: float = float("nan")
+    mfu: float = float("nan")
 
 
 def peak_rss_mib() -> float:
@@ -134,8 +152,63 @@ def build_engine(args: argparse.Namespace) -> Any:
     else:
         components = random_full_components(args.device, dtype)
     return VExpressEngine(
-        device=args.device, dtype=args.dtype, components=components, face_analyzer=FixedKeypointAnalyzer()
+        device=args.device,
+        dtype=args.dtype,
+        components=components,
+        face_analyzer=FixedKeypointAnalyzer(),
+        compile=args.compile,
+        channels_last=args.channels_last,
+        cuda_graphs=args.cuda_graphs,
+        warmup_size=args.size,
+        warmup_context_frames=24,
     )
+
+
+def flops_per_frame(
+    size: int, steps: int, context_frames: int = 24, motion_frames: int = 4, guidance: bool = True
+) -> dict[str, float]:
+    """FLOPs per output frame of the full-size modules in steady state, counted on the meta device.
+
+    One guided denoiser call on a window of ``context_frames`` (the unconditional half's reference
+    and audio attentions skipped, the bank projected once: what the engine runs), times ``steps``,
+    divided by the window's new frames; plus one VAE decode of a frame. Nothing is allocated.
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from models.sd.configs import sd15_unet_config
+    from models.sd.testing import sd_vae
+    from models.vexpress.checkpoint import build_modules
+
+    modules = build_modules(sd15_unet_config(), device="meta", dtype=torch.float32)
+    side = size // 8
+    meta: dict[str, Any] = {"device": "meta"}
+    with torch.inference_mode():
+        bank = modules.reference_net(
+            torch.empty(1, 4, side, side, **meta),
+            torch.zeros((), dtype=torch.long, **meta),
+            torch.empty(1, 1, 768, **meta),
+        )
+        batch = 2 if guidance else 1
+        with FlopCounterMode(display=False) as denoiser:
+            modules.denoising_unet(
+                torch.empty(batch, 4, context_frames, side, side, **meta),
+                torch.tensor(999, **meta),
+                torch.empty(context_frames, 5, 768, **meta),
+                bank,
+                kps_features=torch.empty(1, 320, context_frames, side, side, **meta),
+                reference_attention_weight=0.95,
+                audio_attention_weight=3.0,
+                null_context_samples=batch - 1,
+            )
+        vae: Any = sd_vae((128, 256, 512, 512), layers_per_block=2, norm_num_groups=32, sample_size=512)
+        vae = vae.to("meta")
+        with FlopCounterMode(display=False) as decoder:
+            vae.decode(torch.empty(1, 4, side, side, **meta))
+    new_frames = context_frames - motion_frames
+    denoise = denoiser.get_total_flops() * steps / new_frames
+    decode = float(decoder.get_total_flops())
+    return {"denoise": denoise, "decode": decode, "total": denoise + decode}
 
 
 def synthetic_speech(seconds: float) -> np.ndarray:
@@ -166,6 +239,10 @@ def run_case(args: argparse.Namespace, seconds: float) -> CaseResult:
     if args.threads:
         torch.set_num_threads(args.threads)
     engine = build_engine(args)
+    started = time.perf_counter()
+    engine.warmup()  # compiles when --compile: boot cost, never in a job
+    warmup_s = time.perf_counter() - started
+    stages = time_stages(engine)
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (args.size, args.size, 3), dtype=np.uint8)
     audio = synthetic_speech(seconds)
@@ -188,14 +265,28 @@ def run_case(args: argparse.Namespace, seconds: float) -> CaseResult:
     if args.max_chunks:
         chunks = chunks[: args.max_chunks]
     carry, frames_rendered = None, 0
+    chunk_done: list[float] = []
     started = time.perf_counter()
     for chunk in chunks:
         frames, carry = engine.render_chunk(prepared, chunk, carry)
         frames_rendered += len(frames)
         carry = type(carry).from_bytes(carry.to_bytes())  # as the runner stores and reloads it
-    if cuda:
-        torch.cuda.synchronize(engine.device)
+        if args.encode:
+            from core.media import encode_segment
+
+            encode_started = time.perf_counter()
+            encode_segment(frames, prepared.fps)
+            stages["encode"] += time.perf_counter() - encode_started
+        if cuda:
+            torch.cuda.synchronize(engine.device)
+        chunk_done.append(time.perf_counter() - started)
     render_s = time.perf_counter() - started
+    first_chunk_s = chunk_done[0] if chunk_done else float("nan")
+    # steady state: after the first chunk (the overlap-average mode denoises the clip there)
+    steady_frames = frames_rendered - chunks[0].num_frames if chunks else 0
+    steady_s = render_s - first_chunk_s
+    steady = steady_frames / steady_s if steady_frames > 0 and steady_s > 0 else float("nan")
+    flops = args.tflop_per_frame * 1e12 if args.tflop_per_frame else float("nan")
     render_peak = peak_memory_mib(engine.device)
     kind = "cuda max allocated" if cuda else "peak RSS (VmHWM)"
     return CaseResult(
@@ -216,20 +307,63 @@ def run_case(args: argparse.Namespace, seconds: float) -> CaseResult:
         render_start_mib=render_start,
         render_peak_mib=render_peak,
         memory_kind=kind,
+        switches=switches_label(args),
+        warmup_s=warmup_s,
+        first_chunk_s=prepare_s + first_chunk_s,
+        steady_frames_per_s=steady,
+        denoise_s=stages["denoise"],
+        decode_s=stages["decode"],
+        encode_s=stages["encode"],
+        tflop_per_frame=flops / 1e12,
+        mfu=flops * (steady if steady == steady else frames_rendered / render_s) / (args.peak_tflops * 1e12),
     )
+
+
+def switches_label(args: argparse.Namespace) -> str:
+    names = [name for name in ("compile", "channels_last", "cuda_graphs") if getattr(args, name)]
+    return "+".join(names) or "eager"
+
+
+def time_stages(engine: Any) -> dict[str, float]:
+    """Wrap the engine's denoiser calls and decodes to add up their (synchronised) wall time."""
+    import torch
+
+    stages = {"denoise": 0.0, "decode": 0.0, "encode": 0.0}
+    pipeline = engine.pipeline
+    cuda = engine.device.type == "cuda"
+
+    def timed(name: str, function: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if cuda:
+                torch.cuda.synchronize(engine.device)
+            started = time.perf_counter()
+            result = function(*args, **kwargs)
+            if cuda:
+                torch.cuda.synchronize(engine.device)
+            stages[name] += time.perf_counter() - started
+            return result
+
+        return wrapper
+
+    pipeline.predict_v = timed("denoise", pipeline.predict_v)
+    pipeline.decode_latents = timed("decode", pipeline.decode_latents)
+    return stages
 
 
 def format_table(results: list[CaseResult]) -> str:
     header = (
-        "| config | size | steps | device | dtype | continuity | audio s | frames (rendered) | chunks "
-        "| prepare s | render s | frames/s | prepare peak MiB | render start MiB | render peak MiB |"
+        "| config | size | steps | device | dtype | switches | continuity | audio s | frames (rendered) | chunks "
+        "| warm-up s | prepare s | first chunk s | render s | frames/s | steady frames/s | denoise s | decode s "
+        "| encode s | TFLOP/frame | MFU | render peak MiB |"
     )
-    lines = [header, "|" + "---|" * 15]
+    lines = [header, "|" + "---|" * 22]
     for r in results:
         lines.append(
-            f"| {r.config} | {r.size} | {r.steps} | {r.device} | {r.dtype} | {r.continuity} | {r.seconds:g} "
-            f"| {r.frames} ({r.frames_rendered}) | {r.chunks_rendered} | {r.prepare_s:.2f} | {r.render_s:.2f} "
-            f"| {r.frames_per_s:.2f} | {r.prepare_peak_mib:.0f} | {r.render_start_mib:.0f} | {r.render_peak_mib:.0f} |"
+            f"| {r.config} | {r.size} | {r.steps} | {r.device} | {r.dtype} | {r.switches} | {r.continuity} "
+            f"| {r.seconds:g} | {r.frames} ({r.frames_rendered}) | {r.chunks_rendered} | {r.warmup_s:.1f} "
+            f"| {r.prepare_s:.2f} | {r.first_chunk_s:.2f} | {r.render_s:.2f} | {r.frames_per_s:.2f} "
+            f"| {r.steady_frames_per_s:.2f} | {r.denoise_s:.2f} | {r.decode_s:.2f} | {r.encode_s:.2f} "
+            f"| {r.tflop_per_frame:.2f} | {r.mfu:.1%} | {r.render_peak_mib:.0f} |"
         )
     return "\n".join(lines)
 
@@ -253,6 +387,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--continuity", choices=["motion_frames", "overlap_average"], default="motion_frames")
     parser.add_argument("--max-chunks", type=int, default=0, help="render only the first N chunks (0: all)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--compile", action="store_true", help="engine switch: torch.compile at warm-up")
+    parser.add_argument("--channels-last", action="store_true", help="engine switch: channels-last weights")
+    parser.add_argument(
+        "--cuda-graphs", action="store_true", help="engine switch: CUDA graphs (with --compile)"
+    )
+    parser.add_argument("--encode", action="store_true", help="also time encoding each chunk (libx264)")
+    parser.add_argument("--flops", action="store_true", help="count FLOPs per frame (meta device) for MFU")
+    parser.add_argument("--peak-tflops", type=float, default=790.0, help="the device's peak, for MFU")
+    parser.add_argument("--tflop-per-frame", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -264,6 +407,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     results = []
     passthrough = list(argv if argv is not None else sys.argv[1:])
+    if args.flops and args.config == "full":
+        tflop = flops_per_frame(args.size, args.steps)["total"] / 1e12
+        passthrough += ["--tflop-per-frame", str(tflop)]
     for seconds in args.seconds:
         command = [sys.executable, "-m", "bench.pipeline", *_without_seconds(passthrough)]
         command += ["--seconds", str(seconds), "--single"]

@@ -8,6 +8,7 @@ values come from; that lives in the modules that own the attention and in small 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -15,11 +16,35 @@ import torch.nn.functional as F
 from torch import nn
 
 
+@dataclass(frozen=True)
+class ProjectedContext:
+    """A fixed context's keys and values, already projected by one attention's ``to_k``/``to_v``.
+
+    A context that does not change between calls (e.g. the reference bank of a job) is projected
+    once (`Attention.project_context`) instead of at every call; the result is the same.
+
+    Attributes:
+        key (`torch.Tensor` of shape `(N', heads, S, head_dim)`).
+        value (`torch.Tensor` of shape `(N', heads, S, head_dim)`).
+    """
+
+    key: torch.Tensor
+    value: torch.Tensor
+
+    @property
+    def batch(self) -> int:
+        return int(self.key.shape[0])
+
+
+Context = torch.Tensor | ProjectedContext
+"""What an attention attends to: context tokens ``(N', S, C)``, or their projected keys and values."""
+
+
 class AttentionProcessor(Protocol):
     """Computes ``attn``'s output from queries (``hidden_states``) and a context (keys/values)."""
 
     def __call__(
-        self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None
+        self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states: Context | None = None
     ) -> torch.Tensor: ...
 
 
@@ -32,29 +57,27 @@ class SDPAttnProcessor:
     row serves every frame of its sample: the ``G`` query rows are folded into the query sequence of one
     attention call, so the bank's keys and values are projected once per sample instead of once per
     frame, and nothing is repeated in memory. Softmax rows are independent, so the result is the same
-    as attending frame by frame to a repeated bank.
+    as attending frame by frame to a repeated bank. A [`ProjectedContext`] skips the key and value
+    projections.
     """
 
     def __call__(
-        self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None
+        self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states: Context | None = None
     ) -> torch.Tensor:
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
         batch, query_len, _ = hidden_states.shape
-        context_batch = context.shape[0]
+        context_batch = context.batch if isinstance(context, ProjectedContext) else context.shape[0]
         if context_batch == 0 or batch % context_batch != 0:
             raise ValueError(
                 f"context batch {context_batch} does not divide the query batch {batch} "
-                f"(query {tuple(hidden_states.shape)}, context {tuple(context.shape)})"
+                f"(query {tuple(hidden_states.shape)}, context batch {context_batch})"
             )
         group = batch // context_batch
         heads, head_dim = attn.heads, attn.dim_head
 
         query = attn.to_q(hidden_states).reshape(context_batch, group * query_len, heads, head_dim)
-        key = attn.to_k(context).reshape(context_batch, -1, heads, head_dim)
-        value = attn.to_v(context).reshape(context_batch, -1, heads, head_dim)
-        out = F.scaled_dot_product_attention(
-            query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)
-        )
+        projected = context if isinstance(context, ProjectedContext) else attn.project_context(context)
+        out = F.scaled_dot_product_attention(query.transpose(1, 2), projected.key, projected.value)
         out = out.transpose(1, 2).reshape(batch, query_len, heads * head_dim)
         out = attn.to_out[0](out)
         return attn.to_out[1](out)
@@ -100,14 +123,22 @@ class Attention(nn.Module):
     def set_processor(self, processor: AttentionProcessor) -> None:
         self.processor = processor
 
+    def project_context(self, context: torch.Tensor) -> ProjectedContext:
+        """Keys and values of `context` ``(N', S, C)``, each ``(N', heads, S, head_dim)``."""
+        batch = context.shape[0]
+        key = self.to_k(context).reshape(batch, -1, self.heads, self.dim_head).transpose(1, 2)
+        value = self.to_v(context).reshape(batch, -1, self.heads, self.dim_head).transpose(1, 2)
+        return ProjectedContext(key, value)
+
     def forward(
-        self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None
+        self, hidden_states: torch.Tensor, encoder_hidden_states: Context | None = None
     ) -> torch.Tensor:
         r"""
         Args:
             hidden_states (`torch.Tensor` of shape `(N, L, query_dim)`): Queries.
-            encoder_hidden_states (`torch.Tensor` of shape `(N', S, cross_attention_dim)`, *optional*):
-                Keys/values; `N'` divides `N` (see [`SDPAttnProcessor`]). Defaults to `hidden_states`.
+            encoder_hidden_states (`torch.Tensor` of shape `(N', S, cross_attention_dim)` or
+                [`ProjectedContext`], *optional*): Keys/values; `N'` divides `N` (see
+                [`SDPAttnProcessor`]). Defaults to `hidden_states`.
 
         Returns:
             `torch.Tensor` of shape `(N, L, query_dim)`.

@@ -7,11 +7,12 @@ chunk at a time (``denoise_motion_frames_chunk`` with the carry, or ``overlap_av
 2. ReferenceNet once on those latents (t = 0, zero context unless given) -> the reference bank;
 3. per window of frames, the engine's conditions (the plug: ``WindowConditionsPlug``), e.g. audio
    tokens and guider features for V-Express, CLIP tokens for another engine;
-4. seeded standard-normal latents drawn on the CPU;
+4. seeded standard-normal latents drawn on the CPU (reproducible on every device), then moved to
+   the model's device, where they stay through every step (the scheduler steps them there);
 5. DDIM with classifier-free guidance, the unconditional half batched with the conditional half in
    one denoiser call per window and step, over the chunked or the overlap-average schedule
    (``models.sd.sampler``);
-6. VAE decode in batches of frames -> uint8 RGB frames.
+6. VAE decode in batches of frames -> uint8 RGB frames, copied to the host once per call.
 
 Latents stay float32 between steps whatever the model dtype (the reference keeps them in the
 model dtype); every model input is cast to the model dtype. In fp32 both are the same.
@@ -21,13 +22,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeAlias
+from typing import Any, Protocol, TypeAlias, cast
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
 from models.engine import ChunkCarry, ChunkSpec
+from models.sd.attention import Context
 from models.sd.reference_net import ReferenceNet
 from models.sd.sampler import (
     ChunkSchedule,
@@ -38,6 +40,7 @@ from models.sd.sampler import (
 )
 from models.sd.scheduler import build_ddim_scheduler
 from models.sd.unet_3d import UNet3DConditionModel
+from models.sd.unet_blocks import transformer_blocks_in_order
 
 StepCallback = Callable[[int, int], None]
 """Called after each denoising step with (step index, timestep)."""
@@ -151,6 +154,11 @@ class SDVideoPipeline:
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         # the motion modules' position table bounds a window's length (32 for AnimateDiff modules)
         self.max_context_frames = int(getattr(denoising_unet, "max_frames", None) or 32)
+        # set by compile_models; eager until then
+        self.compiled_denoiser: Callable[..., Any] | None = None
+        self.compiled_window: int | None = None
+        self.compiled_decoder: Callable[..., Any] | None = None
+        self.compiled_decode_batch: int | None = None
 
     def make_scheduler(self, num_inference_steps: int | None = None) -> DDIMScheduler:
         """A fresh scheduler for one render (see ``models.sd.scheduler.build_ddim_scheduler``)."""
@@ -193,10 +201,29 @@ class SDVideoPipeline:
         bank = self.reference_net(reference_latents, timestep, context)
         return list(bank)
 
+    @torch.inference_mode()
+    def project_reference_bank(self, bank: Sequence[torch.Tensor]) -> list[Context]:
+        """The bank's keys and values, projected once by each denoiser block's reference attention.
+
+        A job's bank never changes, so its ``to_k``/``to_v`` projections (``attn1_5``) are computed
+        here once instead of at every denoiser call; the denoiser's output is the same. Blocks that
+        read the bank through another layout keep the raw entries.
+
+        Returns:
+            One entry per bank entry: a `ProjectedContext` ``(1, heads, L_l, head_dim)`` each.
+        """
+        projected: list[Context] = list(bank)
+        for block in transformer_blocks_in_order(self.denoising_unet):
+            attention = getattr(block, "attn1_5", None)
+            if attention is not None:
+                projected[block.bank_index] = attention.project_context(bank[block.bank_index])
+        return projected
+
     # 4. initial noise ---------------------------------------------------------------------------
     @staticmethod
     def draw_noise(shape: Sequence[int], generator: torch.Generator) -> torch.Tensor:
-        """Standard-normal float32 noise drawn on the CPU (the reference draws it there too)."""
+        """Standard-normal float32 noise drawn on the CPU (the reference draws it there too), so
+        that a seed gives the same noise on every device; callers move it to the device."""
         return torch.randn(tuple(shape), generator=generator, dtype=torch.float32)
 
     # 5. denoising ---------------------------------------------------------------------------------
@@ -211,17 +238,19 @@ class SDVideoPipeline:
         """One guided denoiser call on a window.
 
         Args:
-            latents (`torch.Tensor` of shape `(1, 4, F, h, w)`): float32 noisy latents of the window.
+            latents (`torch.Tensor` of shape `(1, 4, F, h, w)`): float32 noisy latents of the window
+                (on the model's device: nothing is copied between host and device).
             timestep: the scheduler's integer timestep.
 
         Returns:
-            `torch.Tensor` of shape `(1, 4, F, h, w)`, float32: ``v_u + g * (v_c - v_u)`` (or ``v_c``), in
-            the scheduler's prediction type (v for V-Express).
+            `torch.Tensor` of shape `(1, 4, F, h, w)`, float32, on the latents' device:
+            ``v_u + g * (v_c - v_u)`` (or ``v_c``), in the scheduler's prediction type (v for V-Express).
         """
         sample = latents.to(self.device, self.dtype)
         if guidance.do_classifier_free_guidance:
             sample = torch.cat([sample, sample])
-        output = self.denoising_unet(sample, timestep.to(self.device), **conditions.denoiser_kwargs())
+        denoiser = self.denoiser_for(sample.shape[2])
+        output = denoiser(sample, timestep.to(self.device), **conditions.denoiser_kwargs())
         v_pred = (output.sample if hasattr(output, "sample") else output).float()
         if guidance.do_classifier_free_guidance:
             v_uncond, v_cond = v_pred.chunk(2)
@@ -256,14 +285,19 @@ class SDVideoPipeline:
             motion_noise (`torch.Tensor` of shape `(1, 4, M, h, w)`): float32 noise to re-noise them.
 
         Returns:
-            `torch.Tensor` of shape `(1, 4, F, h, w)`: float32 denoised latents of the window.
+            `torch.Tensor` of shape `(1, 4, F, h, w)`: float32 denoised latents of the window, on the
+            model's device (where every step runs).
         """
-        latents = noise.clone()
+        latents = noise.to(self.device, torch.float32, copy=True)
         num_motion = 0 if motion_latents is None else motion_latents.shape[2]
+        if motion_latents is not None:
+            motion_latents = motion_latents.to(self.device, torch.float32)
+            motion_noise = None if motion_noise is None else motion_noise.to(self.device, torch.float32)
+        device_timesteps = scheduler.timesteps.to(self.device)
         for step_index, timestep in enumerate(scheduler.timesteps):
             if motion_latents is not None:
                 latents[:, :, :num_motion] = scheduler.add_noise(motion_latents, motion_noise, timestep)
-            v_pred = self.predict_v(latents, timestep, conditions, guidance)
+            v_pred = self.predict_v(latents, device_timesteps[step_index], conditions, guidance)
             latents = scheduler.step(v_pred, timestep, latents).prev_sample
             if callback is not None:
                 callback(step_index, int(timestep))
@@ -304,8 +338,8 @@ class SDVideoPipeline:
         if motion_latents is not None:
             motion_noise = self.draw_noise(motion_latents.shape, generator)
         noise = self.draw_noise((1, self.latent_channels, num_new_frames, *latent_size), generator)
-        if motion_latents is not None:
-            noise = torch.cat([torch.zeros_like(motion_latents), noise], dim=2)
+        if motion_noise is not None:
+            noise = torch.cat([torch.zeros_like(motion_noise), noise], dim=2)
         return self.denoise_window(
             noise,
             conditions,
@@ -330,24 +364,28 @@ class SDVideoPipeline:
     ) -> torch.Tensor:
         """The reference schedule: every step, average the guided ``v`` of overlapping windows.
 
-        Needs the whole clip's latents (``[1, 4, L, h, w]``, float32) in memory. Conditions are
-        built per window and step by ``window_conditions(start, stop)`` rather than held for the
-        whole clip, whose guider features alone would grow to gigabytes for long clips at 512x512.
+        Needs the whole clip's latents (``[1, 4, L, h, w]``, float32) in memory, on the device.
+        ``window_conditions(start, stop)`` is called once per window, before the first step, and its
+        conditions are held for the whole loop: a plug that builds them as views of the clip's
+        conditions (``VExpressPipeline.clip_conditions``) holds one copy per frame, not per window.
         Each window's ``v`` is divided by the number of windows covering each of its frames and
         summed per frame, as in the reference; then every frame is stepped.
         """
-        latents = noise.clone()
+        latents = noise.to(self.device, torch.float32, copy=True)
         num_frames = latents.shape[2]
         windows = overlap_windows(num_frames, context_frames, motion_frames)
         coverage = torch.zeros(num_frames)
         for start, stop in windows:
             coverage[start:stop] += 1
-        coverage = coverage.view(1, 1, num_frames, 1, 1)
+        coverage = coverage.view(1, 1, num_frames, 1, 1).to(self.device)
+        # the conditions do not depend on the step: build each window's once, not once per step
+        conditions = [window_conditions(start, stop) for start, stop in windows]
+        device_timesteps = scheduler.timesteps.to(self.device)
         for step_index, timestep in enumerate(scheduler.timesteps):
             v_sum = torch.zeros_like(latents)
-            for start, stop in windows:
+            for (start, stop), window in zip(windows, conditions, strict=True):
                 v_pred = self.predict_v(
-                    latents[:, :, start:stop], timestep, window_conditions(start, stop), guidance
+                    latents[:, :, start:stop], device_timesteps[step_index], window, guidance
                 )
                 v_sum[:, :, start:stop] += v_pred / coverage[:, :, start:stop]
             latents = scheduler.step(v_sum, timestep, latents).prev_sample
@@ -371,8 +409,8 @@ class SDVideoPipeline:
         """Denoise chunk `chunk` of the motion-frames schedule, continuing from `carry`.
 
         Returns:
-            `(latents, carry)`: float32 latents ``(1, 4, N, h, w)`` of the chunk's ``N`` new frames, and
-            the carry the next chunk needs (see `ChunkSchedule.carry_after`).
+            `(latents, carry)`: float32 latents ``(1, 4, N, h, w)`` of the chunk's ``N`` new frames (on the
+            device), and the carry the next chunk needs (see `ChunkSchedule.carry_after`, host arrays).
 
         Raises:
             EngineFailure: the chunk is not the plan's, or comes without the carry it needs.
@@ -399,11 +437,16 @@ class SDVideoPipeline:
         scheduler: DDIMScheduler,
         *,
         latent_size: tuple[int, int],
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The whole clip's denoised latents ``(1, 4, L, h, w)`` (float32, CPU) of the overlap-average
-        schedule, from noise seeded with ``schedule.seed``; chunks decode their frames from them."""
-        generator = torch.Generator().manual_seed(schedule.seed)
-        noise = self.draw_noise((1, self.latent_channels, schedule.num_frames, *latent_size), generator)
+        """The whole clip's denoised latents ``(1, 4, L, h, w)`` (float32, device) of the overlap-average
+        schedule, from noise seeded with ``schedule.seed`` (or `noise` when given, e.g. the
+        reference-compatible noise); chunks decode their frames from them."""
+        shape = (1, self.latent_channels, schedule.num_frames, *latent_size)
+        if noise is None:
+            noise = self.draw_noise(shape, torch.Generator().manual_seed(schedule.seed))
+        elif tuple(noise.shape) != shape:
+            raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
         return self.denoise_overlap_average(
             noise,
             window_conditions,
@@ -420,15 +463,67 @@ class SDVideoPipeline:
 
         ``(x / 2 + 0.5).clamp(0, 1) * 255`` truncated to uint8, as the reference writes its video.
         The reference decodes one frame at a time; batching frames only changes kernel rounding.
+        The frames stay on the device until all are decoded, then come to the host in one copy.
         """
         frames = []
         per_frame = latents[0].permute(1, 0, 2, 3)  # [F, 4, h, w]
         for first in range(0, per_frame.shape[0], decode_batch_frames):
             batch = per_frame[first : first + decode_batch_frames].to(self.device, self.dtype)
-            pixels = self.vae.decode(batch / self.vae.config.scaling_factor).sample
+            pixels = self.decode_vae(batch / self.vae.config.scaling_factor)
             pixels = (pixels.float() / 2 + 0.5).clamp(0, 1) * 255
-            frames.append(pixels.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
-        return np.concatenate(frames)
+            frames.append(pixels.to(torch.uint8).permute(0, 2, 3, 1))
+        return torch.cat(frames).cpu().numpy()
+
+    def decode_vae(self, latents: torch.Tensor) -> torch.Tensor:
+        """The VAE decoder on ``(N, 4, h, w)`` scaled latents -> ``(N, 3, H, W)`` pixels in [-1, 1]
+        (the compiled decoder for the batch size it was compiled at, see `compile_models`)."""
+        if self.compiled_decoder is not None and latents.shape[0] == self.compiled_decode_batch:
+            return cast(torch.Tensor, self.compiled_decoder(latents))
+        sample: torch.Tensor = self.vae.decode(latents).sample
+        return sample
+
+    # compile and capture ------------------------------------------------------------------------
+    def denoiser_for(self, num_frames: int) -> Callable[..., Any]:
+        """The denoiser for a window of `num_frames`: the compiled one at its window length, else eager.
+
+        A job's windows all have the compiled length except (usually) its last, shorter one; that
+        one runs eager rather than compiling a new graph inside a job."""
+        if self.compiled_denoiser is not None and num_frames == self.compiled_window:
+            return self.compiled_denoiser
+        return self.denoising_unet
+
+    def use_channels_last(self) -> None:
+        """Store the convolution weights of the denoiser and the VAE channels-last (NHWC): the
+        layout cuDNN's tensor-core convolutions run in without transposes. Results change only by
+        kernel rounding."""
+        cast(Any, self.denoising_unet).to(memory_format=torch.channels_last)
+        self.vae.to(memory_format=torch.channels_last)
+
+    def compile_models(
+        self, window_frames: int, decode_batch_frames: int, *, cuda_graphs: bool = False
+    ) -> None:
+        """``torch.compile`` the denoiser (for windows of `window_frames`) and the VAE decoder (for
+        batches of `decode_batch_frames`) with static shapes; other shapes keep the eager modules.
+
+        Compiling happens at the first call of each, which the engine makes at warm-up, at the
+        job's real shapes. Inductor's FX-graph and autotuning caches (on by default, on disk under
+        ``TORCHINDUCTOR_CACHE_DIR``) keep the cost off later boots of the same build.
+
+        Args:
+            cuda_graphs: capture each compiled graph in a CUDA graph (``mode="reduce-overhead"``):
+                the per-kernel launch cost goes away; inputs are copied into static buffers.
+        """
+        mode = "reduce-overhead" if cuda_graphs else "max-autotune-no-cudagraphs"
+        self.compiled_denoiser = torch.compile(self.denoising_unet, mode=mode, dynamic=False, fullgraph=False)
+        self.compiled_window = window_frames
+        vae = self.vae
+
+        def decode(latents: torch.Tensor) -> torch.Tensor:
+            sample: torch.Tensor = vae.decode(latents).sample
+            return sample
+
+        self.compiled_decoder = torch.compile(decode, mode=mode, dynamic=False)
+        self.compiled_decode_batch = decode_batch_frames
 
     # the whole story, for one clip in one call ------------------------------------------------
     def check_inputs(

@@ -139,7 +139,7 @@ class ChunkSchedule:
         last = latents[:, :, latents.shape[2] - self.motion_frames :]
         return ChunkCarry(
             arrays={
-                "motion_latents": last.numpy().astype(np.float32),
+                "motion_latents": last.cpu().numpy().astype(np.float32),
                 "generator_state": as_uint8_state(generator),
             },
             meta={"continuity": "motion_frames", "chunk_index": chunk.index, "frames_done": chunk.stop},

@@ -16,13 +16,13 @@ caller passes, e.g. attention weights). What a block does with them is the condi
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from diffusers.models.attention import FeedForward
 from torch import nn
 
-from models.sd.attention import Attention
+from models.sd.attention import Attention, Context, ProjectedContext
 
 
 class CrossAttentionTransformerBlock(nn.Module):
@@ -124,6 +124,7 @@ class ReferenceReaderTransformerBlock(nn.Module):
     """
 
     reads_reference_bank: ClassVar[bool] = True
+    takes_null_context: ClassVar[bool] = True
 
     def __init__(self, dim: int, heads: int, cross_attention_dim: int) -> None:
         super().__init__()
@@ -141,19 +142,25 @@ class ReferenceReaderTransformerBlock(nn.Module):
         self,
         hidden_states: torch.Tensor,
         encoder_hidden_states: torch.Tensor,
-        reference_hidden_states: list[torch.Tensor],
+        reference_hidden_states: list[Context],
         reference_attention_weight: float = 1.0,
         audio_attention_weight: float = 1.0,
+        null_context_samples: int = 0,
     ) -> torch.Tensor:
         r"""
         Args:
             hidden_states (`torch.Tensor` of shape `(B*F, L, C)`): Tokens of every frame.
-            encoder_hidden_states (`torch.Tensor` of shape `(B*F, S, cross_attention_dim)`): Each frame's
-                tokens (V-Express: audio tokens).
-            reference_hidden_states (`list[torch.Tensor]`): The bank list; this block reads entry
-                `self.bank_index`, of shape `(B, L_ref, C)`, shared by the `F` frames of each sample.
+            encoder_hidden_states (`torch.Tensor` of shape `((B-U)*F, S, cross_attention_dim)`): Each frame's
+                tokens (V-Express: audio tokens), for the samples after the first `U = null_context_samples`.
+            reference_hidden_states (`list`): The bank list; this block reads entry `self.bank_index`, of
+                shape `(B-U, L_ref, C)` (or its [`~models.sd.attention.ProjectedContext`] for ``attn1_5``),
+                shared by the `F` frames of each sample.
             reference_attention_weight (`float`): Scale of the reference attention's output (bias included).
             audio_attention_weight (`float`): Scale of the cross-attention's output (bias included).
+            null_context_samples (`int`): The first `U` samples attend to an all-zero bank and all-zero
+                tokens, which are left out of the inputs (classifier-free guidance's unconditional half).
+                Attention to all-zero keys and values gives exactly zero before ``to_out``, so those
+                samples' two attentions are exactly ``weight x to_out.0.bias``: substituted, not computed.
 
         Returns:
             `torch.Tensor` of shape `(B*F, L, C)`.
@@ -162,17 +169,43 @@ class ReferenceReaderTransformerBlock(nn.Module):
         hidden_states = self.attn1(norm_hidden_states) + hidden_states
 
         bank = reference_hidden_states[self.bank_index]
-        attn_output = self.attn1_5(self.norm1_5(hidden_states), bank)
-        if reference_attention_weight != 1.0:
-            attn_output = attn_output * reference_attention_weight
-        hidden_states = attn_output + hidden_states
-
-        attn_output = self.attn2(self.norm2(hidden_states), encoder_hidden_states)
-        if audio_attention_weight != 1.0:
-            attn_output = attn_output * audio_attention_weight
-        hidden_states = attn_output + hidden_states
-
+        null_rows = 0
+        if null_context_samples:
+            context_batch = bank.batch if isinstance(bank, ProjectedContext) else bank.shape[0]
+            null_rows = null_context_samples * (
+                hidden_states.shape[0] // (null_context_samples + context_batch)
+            )
+        hidden_states = _weighted_attention(
+            self.attn1_5, self.norm1_5, hidden_states, bank, reference_attention_weight, null_rows
+        )
+        hidden_states = _weighted_attention(
+            self.attn2, self.norm2, hidden_states, encoder_hidden_states, audio_attention_weight, null_rows
+        )
         return self.ff(self.norm3(hidden_states)) + hidden_states
+
+
+def _weighted_attention(
+    attn: Attention,
+    norm: nn.Module,
+    hidden_states: torch.Tensor,
+    context: Context,
+    weight: float,
+    null_rows: int,
+) -> torch.Tensor:
+    """``hidden_states + weight x attn(norm(hidden_states), context)``, the first `null_rows` rows
+    attending to an all-zero context (not in `context`): their output is ``weight x to_out.0.bias``."""
+    if null_rows == 0:
+        attn_output = attn(norm(hidden_states), context)
+        if weight != 1.0:
+            attn_output = attn_output * weight
+        return attn_output + hidden_states
+    rest = hidden_states[null_rows:]
+    attn_output = attn(norm(rest), context)
+    null_output = cast(torch.Tensor, attn.to_out[0].bias)
+    if weight != 1.0:
+        attn_output = attn_output * weight
+        null_output = null_output * weight
+    return torch.cat([null_output + hidden_states[:null_rows], attn_output + rest])
 
 
 TransformerBlock = CrossAttentionTransformerBlock | ReferenceReaderTransformerBlock

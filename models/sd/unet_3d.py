@@ -13,6 +13,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from models.sd.attention import Context, ProjectedContext
 from models.sd.configs import unet_3d_kwargs_from_additional, unet_kwargs_from_config, validate_unet_config
 from models.sd.motion_module import VanillaTemporalModule
 from models.sd.transformer_blocks import CrossAttentionTransformerBlock
@@ -170,12 +171,20 @@ class UNet3DConditionModel(ModelMixin, ConfigMixin):  # type: ignore[misc]
         self,
         sample: torch.Tensor,
         encoder_hidden_states: torch.Tensor,
-        reference_hidden_states: Sequence[torch.Tensor] | None,
+        reference_hidden_states: Sequence[Context] | None,
+        null_context_samples: int = 0,
     ) -> None:
         """Raises `ValueError` unless the inputs fit together (see `forward` for the shapes)."""
         if sample.ndim != 5:
             raise ValueError(f"sample must be (B, C, F, h, w), got shape {tuple(sample.shape)}")
-        batch, num_frames = sample.shape[0], sample.shape[2]
+        if not 0 <= null_context_samples < sample.shape[0]:
+            raise ValueError(
+                f"null_context_samples must be in [0, B={sample.shape[0]}), got {null_context_samples}"
+            )
+        if null_context_samples and not getattr(self.transformer_block_class, "takes_null_context", False):
+            raise ValueError(f"{self.transformer_block_class.__name__} does not take null_context_samples")
+        # the contexts hold only the samples after the null-context ones
+        batch, num_frames = sample.shape[0] - null_context_samples, sample.shape[2]
         if self.max_frames is not None and num_frames > self.max_frames:
             raise ValueError(
                 f"num_frames={num_frames} exceeds the motion modules' {self.max_frames} positions"
@@ -203,19 +212,19 @@ class UNet3DConditionModel(ModelMixin, ConfigMixin):  # type: ignore[misc]
                 f"reference_hidden_states has {len(reference_hidden_states)} entries, expected {self.num_banks}"
             )
         for i, entry in enumerate(reference_hidden_states):
-            if entry.ndim != 3 or entry.shape[0] != batch:
-                raise ValueError(
-                    f"reference_hidden_states[{i}] must be (B={batch}, L, C), got {tuple(entry.shape)}"
-                )
+            shape = tuple(entry.key.shape if isinstance(entry, ProjectedContext) else entry.shape)
+            if len(shape) != (4 if isinstance(entry, ProjectedContext) else 3) or shape[0] != batch:
+                raise ValueError(f"reference_hidden_states[{i}] must be (B={batch}, L, C), got {shape}")
 
     def forward(
         self,
         sample: torch.Tensor,
         timestep: torch.Tensor | int,
         encoder_hidden_states: torch.Tensor,
-        reference_hidden_states: Sequence[torch.Tensor] | None = None,
+        reference_hidden_states: Sequence[Context] | None = None,
         guider_features: torch.Tensor | None = None,
         block_kwargs: Mapping[str, Any] | None = None,
+        null_context_samples: int = 0,
     ) -> torch.Tensor:
         r"""
         Args:
@@ -235,11 +244,16 @@ class UNet3DConditionModel(ModelMixin, ConfigMixin):  # type: ignore[misc]
             block_kwargs (`dict`, *optional*): More keyword arguments of every transformer block (e.g.
                 `reference_attention_weight` and `audio_attention_weight` of
                 [`~models.sd.transformer_blocks.ReferenceReaderTransformerBlock`]).
+            null_context_samples (`int`): The first `U` samples have an all-zero context (tokens and bank)
+                and no guider features (classifier-free guidance's unconditional half): those are left out,
+                `encoder_hidden_states`, `reference_hidden_states` and `guider_features` holding the other
+                `B - U` samples only, and the blocks substitute the attentions' constant outputs. Needs a
+                transformer block that `takes_null_context`.
 
         Returns:
             `torch.Tensor` of shape `(B, out_channels, F, h, w)`: the prediction.
         """
-        self.check_inputs(sample, encoder_hidden_states, reference_hidden_states)
+        self.check_inputs(sample, encoder_hidden_states, reference_hidden_states, null_context_samples)
         batch, channels, num_frames, height, width = sample.shape
         if self.config["center_input_sample"]:
             sample = 2 * sample - 1.0
@@ -247,17 +261,25 @@ class UNet3DConditionModel(ModelMixin, ConfigMixin):  # type: ignore[misc]
         if reference_hidden_states is not None:
             transformer_kwargs["reference_hidden_states"] = reference_hidden_states
         transformer_kwargs.update(block_kwargs or {})
+        if null_context_samples:
+            transformer_kwargs["null_context_samples"] = null_context_samples
         frames = sample.transpose(1, 2).reshape(batch * num_frames, channels, height, width)
         temb = timestep_embedding(self, timestep, batch, frames).repeat_interleave(num_frames, dim=0)
 
         hidden_states = self.conv_in(frames)
         if guider_features is not None:
-            expected = (batch, hidden_states.shape[1], num_frames, height, width)
+            guided = batch - null_context_samples
+            expected = (guided, hidden_states.shape[1], num_frames, height, width)
             if tuple(guider_features.shape) != expected:
                 raise ValueError(
                     f"guider_features must have shape {expected}, got {tuple(guider_features.shape)}"
                 )
-            hidden_states = hidden_states + guider_features.transpose(1, 2).reshape(hidden_states.shape)
+            features = guider_features.transpose(1, 2).reshape(guided * num_frames, *hidden_states.shape[1:])
+            if null_context_samples:
+                null_rows = null_context_samples * num_frames
+                hidden_states = torch.cat([hidden_states[:null_rows], hidden_states[null_rows:] + features])
+            else:
+                hidden_states = hidden_states + features
 
         skip_states: tuple[torch.Tensor, ...] = (hidden_states,)
         for down_block in self.down_blocks:

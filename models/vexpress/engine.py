@@ -12,9 +12,11 @@ Continuity (``VExpressOptions.continuity``):
   ``ChunkCarry`` holds those latents and the noise generator's state, so a resumed job reproduces
   an uninterrupted one exactly and memory does not depend on the clip length.
 - ``overlap_average``: the reference schedule, which needs the whole clip's latents at every step.
-  The first chunk rendered computes the latents of the whole clip (kept in the prepared state, about
-  ``64 KiB x frames`` at 512x512) and every chunk decodes its frames from them. A resumed job
-  recomputes them. For a clip of at most ``context_frames`` frames both modes give the same frames.
+  The first chunk rendered computes the latents of the whole clip (kept in the prepared state on
+  the device, about ``64 KiB x frames`` at 512x512) and every chunk decodes its frames from them.
+  Its conditions are built once for the whole clip (kps features: ``320 x 64 x 64`` per frame,
+  2.5 MiB in bf16 at 512x512, i.e. about 7.3 GiB for 120 s at 25 fps, freed when the latents are
+  done) rather than once per window and step. A resumed job recomputes them. For a clip of at most ``context_frames`` frames both modes give the same frames.
 """
 
 from __future__ import annotations
@@ -29,19 +31,30 @@ import torch
 
 from core.errors import EngineFailure, InvalidInput, WeightsError
 from models.engine import ChunkCarry, ChunkSpec, Frames, RenderInputs, RenderParams, num_frames_for
+from models.sd.attention import Context
 from models.sd.pipeline import dtype_from_name
 from models.sd.sampler import ChunkSchedule, Continuity, check_window_options
 from models.vexpress.kps import (
     Keypoints,
     Retarget,
     driving_video_kps,
+    resample_kps,
     retarget_kps,
     still_kps,
     sway_kps,
     transform_kps,
 )
 from models.vexpress.options import MAX_CONTEXT_FRAMES, VExpressOptions
-from models.vexpress.pipeline import GuidanceOptions, VExpressComponents, VExpressPipeline, WindowConditions
+from models.vexpress.pipeline import (
+    ClipConditions,
+    GuidanceOptions,
+    VExpressComponents,
+    VExpressPipeline,
+    WindowConditions,
+    median_filter_3x3x3,
+    reference_compatible_noise,
+    reflect_index,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +76,15 @@ class ResolvedOptions:
     motion_frames: int
     continuity: Continuity
     seed: int
-    head_motion: Literal["still", "sway", "driving"]
+    head_motion: Literal["still", "sway", "driving", "sequence"]
     sway_amplitude: float
     retarget: Retarget
     decode_batch_frames: int = 8
+    seed_mode: Literal["parla", "reference"] = "parla"
+    frame_count: Literal["parla", "reference"] = "parla"
+    post_filter: Literal["none", "median3"] = "none"
+    kps_sequence: Keypoints | None = None
+    """`(T, 3, 2)` float32 keypoints in crop pixels (``VExpressOptions.kps_sequence``)."""
 
     @property
     def guidance(self) -> GuidanceOptions:
@@ -85,7 +103,8 @@ class VExpressPrepared:
     width: int
     options: ResolvedOptions
     crop_size: int
-    reference_bank: list[torch.Tensor]
+    reference_bank: list[Context]
+    """The ReferenceNet bank, its keys and values projected once for the job (``project_reference_bank``)."""
     audio_tokens: torch.Tensor
     """`(2 * num_frames + 8, D)` padded per-frame wav2vec2 tokens (``models.vexpress.audio``)."""
     kps_sequence: Keypoints
@@ -93,7 +112,7 @@ class VExpressPrepared:
     paste_back: Any = None
     """``models.face.PasteBack`` for ``framing="full"``, else None."""
     overlap_latents: torch.Tensor | None = field(default=None, repr=False)
-    """`(1, 4, num_frames, h, w)` float32 CPU latents of the whole clip (``overlap_average`` only)."""
+    """`(1, 4, num_frames, h, w)` float32 device latents of the whole clip (``overlap_average`` only)."""
 
 
 def missing_weight_files(weights_dir: str | Path, converted_dir: str | Path | None = None) -> list[str]:
@@ -226,7 +245,31 @@ def resolve_options(
         sway_amplitude=sway_amplitude,
         retarget=options.retarget,
         decode_batch_frames=decode_batch_frames,
+        seed_mode=options.seed_mode,
+        frame_count=options.frame_count,
+        post_filter=options.post_filter,
+        kps_sequence=None
+        if options.kps_sequence is None
+        else np.asarray(options.kps_sequence, dtype=np.float32),
     )
+
+
+def reference_frame_count(duration_s: float, fps: float, context_frames: int, motion_frames: int) -> int:
+    """The V-Express script's frame count: ``int(duration x fps)`` cut to the last whole window.
+
+    Raises:
+        InvalidInput: ``audio_too_short``: fewer frames than one window (the script fails there).
+    """
+    initial = int(duration_s * fps)
+    stride = context_frames - motion_frames
+    windows = (initial - context_frames) // stride + 1
+    if initial < context_frames or windows < 1:
+        raise InvalidInput(
+            f"frame_count 'reference' needs at least context_frames={context_frames} frames of audio "
+            f"({context_frames / fps:.2f} s at {fps} fps), got {duration_s:.2f} s",
+            code="audio_too_short",
+        )
+    return (windows - 1) * stride + context_frames
 
 
 class VExpressEngine:
@@ -244,9 +287,20 @@ class VExpressEngine:
         converted_dir: our safetensors copy of the module files (made on first boot when absent);
             see ``load_components``.
         module_configs: guider / audio projection configs of a non-published checkpoint size.
+        compile: ``torch.compile`` the denoiser (at ``warmup_context_frames``) and the VAE decoder (at
+            ``decode_batch_frames``) with static shapes, at warm-up; other shapes run eager.
+        channels_last: channels-last convolution weights (denoiser and VAE).
+        cuda_graphs: capture the compiled graphs in CUDA graphs (needs ``compile`` and CUDA).
+        warmup_size, warmup_context_frames: the shapes ``warmup`` renders at: a job's crop size and
+            window (512 and 24 by default, the published model's), so that an out-of-memory or a
+            compile failure shows at boot, not in the first job.
+
+    These are engine switches (``PARLA_ENGINE_CONFIG``), not job options: they change how every
+    job runs on this worker, and compiling belongs to the boot, never to a job.
 
     Raises:
         WeightsError: ``weights_dir`` is missing or incomplete (the message lists the missing files).
+        ValueError: ``cuda_graphs`` without ``compile`` or without CUDA; a warm-up shape out of range.
     """
 
     name = "vexpress"
@@ -262,9 +316,24 @@ class VExpressEngine:
         decode_batch_frames: int = 8,
         converted_dir: str | Path | None = None,
         module_configs: dict[str, Any] | None = None,
+        compile: bool = False,
+        channels_last: bool = False,
+        cuda_graphs: bool = False,
+        warmup_size: int = 512,
+        warmup_context_frames: int = 24,
     ) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = dtype_from_name(dtype, self.device)
+        if cuda_graphs and (not compile or self.device.type != "cuda"):
+            raise ValueError(
+                f"cuda_graphs=True needs compile=True and a CUDA device (compile={compile}, device={self.device})"
+            )
+        if warmup_size % 8 or warmup_size < 32:
+            raise ValueError(f"warmup_size must be a multiple of 8, >= 32, got {warmup_size}")
+        if not 1 <= warmup_context_frames <= MAX_CONTEXT_FRAMES:
+            raise ValueError(
+                f"warmup_context_frames must be in [1, {MAX_CONTEXT_FRAMES}], got {warmup_context_frames}"
+            )
         if components is None:
             if weights_dir is None:
                 raise WeightsError("the vexpress engine needs a weights directory (none configured)")
@@ -277,6 +346,12 @@ class VExpressEngine:
             )
         self.pipeline = VExpressPipeline(components, self.device, self.dtype)
         self.decode_batch_frames = decode_batch_frames
+        self.warmup_size = warmup_size
+        self.warmup_context_frames = warmup_context_frames
+        if channels_last:
+            self.pipeline.use_channels_last()
+        if compile:
+            self.pipeline.compile_models(warmup_context_frames, decode_batch_frames, cuda_graphs=cuda_graphs)
         self._face_analyzer = face_analyzer
         self.max_context_frames = self.pipeline.max_context_frames
 
@@ -289,12 +364,25 @@ class VExpressEngine:
         return self._face_analyzer
 
     def warmup(self) -> None:
-        """One 1-step render of 2 frames at 64x64 through every model (no face analysis)."""
-        size, num_frames = 64, 2
+        """A 1-step guided render of one window at the jobs' shapes (``warmup_size``,
+        ``warmup_context_frames``, decoded in batches of ``decode_batch_frames``) through every model
+        (no face analysis): allocates the job's working memory, and compiles when ``compile`` is on,
+        so an out-of-memory or a compile failure raises here, at boot."""
+        size, num_frames = self.warmup_size, self.warmup_context_frames
         image = np.full((size, size, 3), 128, dtype=np.uint8)
-        kps = still_kps(np.array([[22, 28], [42, 28], [32, 38]], dtype=np.float32), num_frames)
-        audio = np.zeros(MIN_AUDIO_SAMPLES * 4, dtype=np.float32)
-        self.pipeline(image, kps, audio, num_inference_steps=1, context_frames=num_frames, motion_frames=0)
+        kps = still_kps(
+            np.array([[0.35, 0.45], [0.65, 0.45], [0.5, 0.6]], dtype=np.float32) * size, num_frames
+        )
+        audio = np.zeros(max(MIN_AUDIO_SAMPLES, num_frames * 640), dtype=np.float32)  # 25 fps
+        self.pipeline(
+            image,
+            kps,
+            audio,
+            num_inference_steps=1,
+            context_frames=num_frames,
+            motion_frames=0,
+            decode_batch_frames=self.decode_batch_frames,
+        )
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
@@ -311,6 +399,12 @@ class VExpressEngine:
         if inputs.sample_rate != 16_000:
             raise EngineFailure(f"vexpress expects 16 kHz audio, got {inputs.sample_rate} Hz")
         num_frames = num_frames_for(inputs.duration_s, params.fps)
+        fps = float(params.fps)
+        if options.frame_count == "reference":
+            num_frames = reference_frame_count(
+                inputs.duration_s, fps, options.context_frames, options.motion_frames
+            )
+            fps = num_frames / inputs.duration_s  # the script stretches the frames over the audio
         size = params.size
         # Face crop: the model sees a square crop; its keypoints are the detection's, mapped into it.
         face = select_face(self.face_analyzer.detect(inputs.image), params.face_index)
@@ -321,14 +415,14 @@ class VExpressEngine:
         height, width = (paste.height, paste.width) if paste is not None else (size, size)
         # Reference latents and bank, audio tokens: once per job.
         reference_latents = self.pipeline.encode_reference(crop.image)
-        bank = self.pipeline.reference_bank(reference_latents)
+        bank = self.pipeline.project_reference_bank(self.pipeline.reference_bank(reference_latents))
         audio = np.asarray(inputs.audio, dtype=np.float32)
         if len(audio) < MIN_AUDIO_SAMPLES:
             audio = np.pad(audio, (0, MIN_AUDIO_SAMPLES - len(audio)))
         audio_tokens = self.pipeline.encode_audio(audio, num_frames).cpu()
         return VExpressPrepared(
             num_frames=num_frames,
-            fps=float(params.fps),
+            fps=fps,
             height=height,
             width=width,
             options=options,
@@ -351,6 +445,11 @@ class VExpressEngine:
             return still_kps(reference_kps, num_frames)
         if options.head_motion == "sway":
             return sway_kps(reference_kps, num_frames, fps, options.sway_amplitude, seed=options.seed)
+        if options.head_motion == "sequence":
+            assert options.kps_sequence is not None
+            return retarget_kps(
+                reference_kps, resample_kps(options.kps_sequence, num_frames), options.retarget
+            )
         assert inputs.driving_video is not None
         try:
             driving = driving_video_kps(inputs.driving_video, self.face_analyzer, num_frames, fps)
@@ -377,7 +476,17 @@ class VExpressEngine:
                 f"carry of a {carry.meta.get('continuity')} job given to a {options.continuity} job"
             )
         if options.continuity == "overlap_average":
-            latents = self._overlap_latents(prepared)[:, :, chunk.start : chunk.stop]
+            clip_latents = self._overlap_latents(prepared)
+            if options.post_filter == "median3":  # one neighbour frame each side, reflected at the ends
+                indices = [
+                    reflect_index(i, prepared.num_frames) for i in range(chunk.start - 1, chunk.stop + 1)
+                ]
+                padded = self.pipeline.decode_latents(
+                    clip_latents[:, :, indices], options.decode_batch_frames
+                )
+                frames = median_filter_3x3x3(torch.from_numpy(padded).to(self.device)).cpu().numpy()
+            else:
+                latents = clip_latents[:, :, chunk.start : chunk.stop]
             next_carry = ChunkCarry(meta={"continuity": options.continuity, "chunk_index": chunk.index})
             if chunk.stop >= prepared.num_frames:
                 prepared.overlap_latents = None  # the last chunk: free the clip's latents
@@ -391,7 +500,8 @@ class VExpressEngine:
                 self.pipeline.make_scheduler(options.num_inference_steps),
                 latent_size=self._latent_size(prepared),
             )
-        frames = self.pipeline.decode_latents(latents, options.decode_batch_frames)
+        if options.post_filter == "none" or options.continuity != "overlap_average":
+            frames = self.pipeline.decode_latents(latents, options.decode_batch_frames)
         if prepared.paste_back is not None:
             frames = prepared.paste_back(frames)
         return frames, next_carry
@@ -400,10 +510,16 @@ class VExpressEngine:
         side = prepared.crop_size // self.pipeline.vae_scale_factor
         return side, side
 
-    def _conditions(self, prepared: VExpressPrepared, start: int, stop: int) -> WindowConditions:
+    def _conditions(
+        self, prepared: VExpressPrepared, start: int, stop: int, clip: ClipConditions | None = None
+    ) -> WindowConditions:
+        """Window ``[start, stop)``'s conditions: views of `clip` when given, else built for it."""
         pipeline, size = self.pipeline, prepared.crop_size
-        tokens = pipeline.project_audio(prepared.audio_tokens, start, stop)
-        features = pipeline.kps_features(prepared.kps_sequence[start:stop], size, size)
+        if clip is None:
+            clip = pipeline.clip_conditions(
+                prepared.audio_tokens, prepared.kps_sequence, size, size, start, stop
+            )
+        tokens, features = clip.frames(start, stop)
         return pipeline.window_conditions(
             tokens, features, prepared.reference_bank, prepared.options.guidance
         )
@@ -411,12 +527,22 @@ class VExpressEngine:
     def _overlap_latents(self, prepared: VExpressPrepared) -> torch.Tensor:
         """The whole clip's denoised latents of the overlap-average schedule, computed once per job."""
         if prepared.overlap_latents is None:
-            options = prepared.options
+            options, size = prepared.options, prepared.crop_size
+            clip = self.pipeline.clip_conditions(
+                prepared.audio_tokens, prepared.kps_sequence, size, size, 0, prepared.num_frames
+            )
+            noise = None
+            if options.seed_mode == "reference":
+                shape = (1, self.pipeline.latent_channels, prepared.num_frames, *self._latent_size(prepared))
+                noise = reference_compatible_noise(
+                    shape, options.seed, self.pipeline.layerdrop_draws, self.pipeline.dtype
+                )
             prepared.overlap_latents = self.pipeline.overlap_average_latents(
                 self._schedule(prepared),
-                lambda start, stop: self._conditions(prepared, start, stop),
+                lambda start, stop: self._conditions(prepared, start, stop, clip),
                 options.guidance,
                 self.pipeline.make_scheduler(options.num_inference_steps),
                 latent_size=self._latent_size(prepared),
+                noise=noise,
             )
         return prepared.overlap_latents

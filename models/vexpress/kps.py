@@ -62,6 +62,25 @@ def draw_kps_image(height: int, width: int, kps: Keypoints) -> npt.NDArray[np.ui
     return canvas
 
 
+def draw_kps_frames(height: int, width: int, kps_sequence: Keypoints) -> torch.Tensor:
+    """Draw a sequence of V-kps images, as uint8 (a quarter of the float32 bytes to upload).
+
+    Args:
+        kps_sequence (`np.ndarray` of shape `(F, 3, 2)`).
+
+    Returns:
+        `torch.Tensor` of shape `(1, 3, F, height, width)`, uint8 RGB.
+    """
+    frames = np.stack([draw_kps_image(height, width, kps) for kps in kps_sequence])
+    return torch.from_numpy(frames).permute(3, 0, 1, 2)[None]
+
+
+def kps_frames_to_guider_input(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 V-kps frames -> the guider's float32 input in [0, 1] (not normalised to [-1, 1], as in
+    the reference); run on the device, after the uint8 upload."""
+    return frames.float() / 255.0
+
+
 def draw_kps_video(height: int, width: int, kps_sequence: Keypoints) -> torch.Tensor:
     """Draw a sequence of V-kps images as the guider's input.
 
@@ -72,8 +91,7 @@ def draw_kps_video(height: int, width: int, kps_sequence: Keypoints) -> torch.Te
         `torch.Tensor` of shape `(1, 3, F, height, width)`, float32 in [0, 1] (not normalised to
         [-1, 1], as in the reference).
     """
-    frames = np.stack([draw_kps_image(height, width, kps) for kps in kps_sequence])
-    return torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 255.0
+    return kps_frames_to_guider_input(draw_kps_frames(height, width, kps_sequence))
 
 
 def transform_kps(kps: Keypoints, matrix: npt.NDArray[np.floating]) -> Keypoints:

@@ -2,6 +2,28 @@
 
 The defaults are the reference's (V-Express ``inference.py``); bounds are what the published
 model supports (its motion modules see at most 32 frames).
+
+Reference-compatible behaviours, each off by default (Parla's own default first):
+
+- ``seed_mode``: ``parla`` draws each chunk's noise from a fresh generator seeded with the job's
+  seed; ``reference`` reproduces the reference's noise for a seed: it seeds the global generator,
+  its wav2vec2 (transformers 4.41) draws one uniform scalar per encoder layer (LayerDrop, even in
+  eval mode) before the clip's noise is drawn, in the model dtype, on the CPU. Needs
+  ``continuity="overlap_average"`` (the reference's schedule, the one that draws the whole clip's
+  noise at once).
+- ``frame_count``: ``parla`` renders ``round(duration x fps)`` frames at ``fps``; ``reference``
+  renders ``int(duration x fps)`` frames cut down to the last whole window (stride
+  ``context_frames - motion_frames``) and plays them at ``frames / duration`` fps, as the reference.
+- ``post_filter``: ``none``, or ``median3``: the reference's 3x3x3 median over time, height and
+  width (reflect padding), applied to the frames before paste-back. Needs ``overlap_average``
+  (a frame's filter reads the next frame, which the motion-frames schedule renders a chunk later).
+- ``kps_sequence``: a keypoint sequence (the reference's ``kps.pth``: per frame, image-left eye,
+  image-right eye, nose, ``(x, y)`` in pixels of the square face crop of side ``size``), cut or
+  stretched to the clip's frames as the reference does, then mapped with ``retarget`` (``none`` =
+  the reference's ``no_retarget``). Replaces ``head_motion``.
+- Non-square ``width``/``height`` are not offered: Parla renders the square face crop of side
+  ``size`` (with paste-back for ``framing="full"``); the reference's double resize of a non-square
+  portrait is not reproduced.
 """
 
 from __future__ import annotations
@@ -12,6 +34,8 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from models.options import EngineOptions, has_driving_video
 
+MAX_KPS_SEQUENCE_FRAMES = 18_000
+"""Longest ``kps_sequence`` accepted (12 minutes at 25 fps); longer sequences are refused at submit."""
 MAX_CONTEXT_FRAMES = 32
 """Longest window of the published motion modules (their positional encoding's length)."""
 DEFAULT_SWAY_AMPLITUDE = 0.5
@@ -47,7 +71,38 @@ class VExpressOptions(EngineOptions):
         "`driving` (the driving video's keypoints). Unset: `driving` with a driving video, else `still`.",
     )
     retarget: Literal["offset", "naive", "none"] = Field(
-        "offset", description="How driving-video keypoints are mapped onto the portrait."
+        "offset", description="How driving-video (or `kps_sequence`) keypoints are mapped onto the portrait."
+    )
+    seed_mode: Literal["parla", "reference"] = Field(
+        "parla",
+        description="`reference`: the V-Express script's noise for the same seed (global generator, "
+        "after its wav2vec2's LayerDrop draws); needs continuity `overlap_average`.",
+    )
+    frame_count: Literal["parla", "reference"] = Field(
+        "parla",
+        description="`reference`: int(duration x fps) frames cut to the last whole window, played at "
+        "frames / duration fps, as the V-Express script.",
+    )
+    post_filter: Literal["none", "median3"] = Field(
+        "none",
+        description="`median3`: the V-Express script's 3x3x3 median filter over time and space; needs "
+        "continuity `overlap_average`.",
+    )
+    kps_sequence: (
+        Annotated[
+            list[
+                Annotated[
+                    list[Annotated[list[float], Field(min_length=2, max_length=2)]],
+                    Field(min_length=3, max_length=3),
+                ]
+            ],
+            Field(min_length=1, max_length=MAX_KPS_SEQUENCE_FRAMES),
+        ]
+        | None
+    ) = Field(
+        None,
+        description="Per-frame keypoints [[x, y] x 3] (eye, eye, nose) in face-crop pixels, e.g. the "
+        "V-Express `kps.pth`; cut or stretched to the clip, mapped with `retarget`. Replaces head_motion.",
     )
 
     @field_validator("head_motion")
@@ -63,11 +118,23 @@ class VExpressOptions(EngineOptions):
             raise ValueError(
                 f"motion_frames ({self.motion_frames}) must be smaller than context_frames ({self.context_frames})"
             )
+        for name, value, default in (
+            ("seed_mode", self.seed_mode, "parla"),
+            ("post_filter", self.post_filter, "none"),
+        ):
+            if value != default and self.continuity != "overlap_average":
+                raise ValueError(f"{name} {value!r} needs continuity 'overlap_average'")
+        if self.kps_sequence is not None and self.head_motion is not None:
+            raise ValueError("give either kps_sequence or head_motion, not both")
         return self
 
-    def resolved_head_motion(self, driving_video: bool) -> tuple[Literal["still", "sway", "driving"], float]:
+    def resolved_head_motion(
+        self, driving_video: bool
+    ) -> tuple[Literal["still", "sway", "driving", "sequence"], float]:
         """The keypoint source and sway amplitude this job uses."""
         value = self.head_motion
+        if self.kps_sequence is not None:
+            return "sequence", 0.0
         if value == "driving" or (value is None and driving_video):
             return "driving", 0.0
         if value is None or value == "still" or value == 0:

@@ -140,6 +140,8 @@ def tiny_engine(
         components=tiny_components(seed),
         face_analyzer=face_analyzer,
         decode_batch_frames=decode_batch_frames,
+        warmup_size=64,
+        warmup_context_frames=2,
     )
     engine.options_model = VExpressTinyOptions
     return engine

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from models.sd.attention import Context
 from models.sd.transformer_blocks import ReferenceReaderTransformerBlock
 from models.sd.unet_3d import UNet3DConditionModel
 from models.vexpress.configs import vexpress_unet_additional_kwargs
@@ -34,10 +35,11 @@ class VExpressUNet3D(UNet3DConditionModel):
         sample: torch.Tensor,
         timestep: torch.Tensor | int,
         encoder_hidden_states: torch.Tensor,
-        reference_hidden_states: Sequence[torch.Tensor],
+        reference_hidden_states: Sequence[Context],
         kps_features: torch.Tensor | None = None,
         reference_attention_weight: float = 1.0,
         audio_attention_weight: float = 1.0,
+        null_context_samples: int = 0,
     ) -> torch.Tensor:
         r"""
         Args:
@@ -52,6 +54,10 @@ class VExpressUNet3D(UNet3DConditionModel):
                 guider features, added to the output of ``conv_in``.
             reference_attention_weight (`float`): Scale of every reference attention's output.
             audio_attention_weight (`float`): Scale of every audio cross-attention's output.
+            null_context_samples (`int`): With CFG, ``1``: the unconditional sample's all-zero bank, audio
+                tokens and kps features are left out of the inputs and its reference and audio attentions
+                are substituted by their exact constant outputs (see
+                [`~models.sd.transformer_blocks.ReferenceReaderTransformerBlock`]).
 
         Returns:
             `torch.Tensor` of shape `(B, out_channels, F, h, w)`: the v-prediction.
@@ -66,4 +72,5 @@ class VExpressUNet3D(UNet3DConditionModel):
                 "reference_attention_weight": reference_attention_weight,
                 "audio_attention_weight": audio_attention_weight,
             },
+            null_context_samples=null_context_samples,
         )

@@ -7,6 +7,18 @@ order), the ReferenceNet bank and one denoiser call on fixed inputs, and the fra
 chunked renders in both continuity modes, with and without classifier-free guidance. Any change that
 moves code without changing behaviour keeps every array equal to the last bit (fp32, CPU, one thread).
 
+Since the exact savings of the guided renders (the unconditional half's reference and audio
+attentions substituted by their constant outputs instead of computed on all-zero inputs), the two
+guided renders (``motion_frames``, ``overlap_average``) are no longer bit-identical: the skipped
+rows change the row count of the remaining GEMMs and so their fp32 rounding (2.4e-7 in one
+``to_q``), and this tiny model at 32x32 (1x1 deepest maps, GroupNorms over 2 values) amplifies
+that by about 1e3 per denoiser call and chaotically over the steps (up to 132/255 in frames), so no
+tolerance against the fp32 recording would tell rounding from a bug. Their equality with the old
+computation is proven in float64 instead, at 1e-6 relative on every window's latents
+(``test_vexpress_exact_savings.py``); here their recorded arrays are kept (not re-recorded) and
+checked for keys, shapes and dtypes. Everything else (weights, bank, the explicit all-zero
+denoiser call, the unguided render) stays bit-identical.
+
 Float results depend on the CPU's kernels: the recording names the torch version and CPU capability
 it was made with, and on another combination the comparison is skipped, saying so. Re-record (only
 for an intended change of behaviour) with ``python -m tests.models.vexpress.test_vexpress_golden``.
@@ -134,12 +146,22 @@ def test_the_recording_covers_every_part(golden: dict[str, np.ndarray]) -> None:
     assert "motion_frames/carry/2/motion_latents" in golden
 
 
+GUIDED_RENDERS = ("motion_frames", "overlap_average")
+"""Renders with guidance: rounding-order changes only, proven in float64 (see the module docstring)."""
+
+
+def _bit_exact(key: str) -> bool:
+    return key.split("/")[0] not in GUIDED_RENDERS
+
+
 def test_tiny_engine_outputs_are_bit_identical_to_the_recording(
     golden: dict[str, np.ndarray], current: dict[str, np.ndarray]
 ) -> None:
     assert sorted(current) == sorted(golden)
-    differing = [key for key in golden if not np.array_equal(golden[key], current[key])]
+    differing = [key for key in golden if _bit_exact(key) and not np.array_equal(golden[key], current[key])]
     assert not differing, f"outputs differ from the recording: {differing}"
+    for key in filter(lambda key: not _bit_exact(key), golden):
+        assert (current[key].shape, current[key].dtype) == (golden[key].shape, golden[key].dtype), key
 
 
 if __name__ == "__main__":

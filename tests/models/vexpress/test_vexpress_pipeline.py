@@ -83,18 +83,16 @@ def test_reference_and_condition_shapes(pipeline: VExpressPipeline) -> None:
     features = pipeline.kps_features(kps_sequence(20), SIZE, SIZE)  # more than one guider call of 16
     assert features.shape[:3] == (1, features.shape[1], 20) and features.shape[3:] == (SIZE // 8, SIZE // 8)
     conditions = pipeline.window_conditions(projected, features[:, :, :4], bank, GuidanceOptions())
-    # unconditional half first, all zeros
-    assert conditions.audio_tokens.shape[0] == 8 and torch.all(conditions.audio_tokens[:4] == 0)
-    assert torch.equal(conditions.audio_tokens[4:], projected)
-    assert torch.all(conditions.kps_features[0] == 0)
-    assert all(
-        torch.all(r[0] == 0) and torch.equal(r[1:], b)
-        for r, b in zip(conditions.reference_hidden_states, bank, strict=True)
-    )
+    # the all-zero unconditional half is not built: the denoiser is told its first sample has none
+    assert conditions.null_context_samples == 1 and torch.equal(conditions.audio_tokens, projected)
+    assert conditions.kps_features.shape[0] == 1
+    assert all(r is b for r, b in zip(conditions.reference_hidden_states, bank, strict=True))
     no_guidance = pipeline.window_conditions(
         projected, features[:, :, :4], bank, GuidanceOptions(guidance_scale=1.0)
     )
-    assert no_guidance.audio_tokens.shape[0] == 4
+    assert no_guidance.audio_tokens.shape[0] == 4 and no_guidance.null_context_samples == 0
+    projected_bank = pipeline.project_reference_bank(bank)
+    assert len(projected_bank) == len(bank)
 
 
 def test_batched_guidance_equals_separate_conditional_and_unconditional_calls() -> None:
