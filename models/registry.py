@@ -134,16 +134,17 @@ ENGINES: dict[str, EngineSpec] = {
         ),
         EngineSpec(
             "liveportrait",
-            "LivePortrait: implicit-keypoint neural warp; driving video, or lips/blinks/sway from the audio.",
+            "LivePortrait: implicit-keypoint neural warp; driving video, or motion from the audio "
+            "(procedural lips/blinks/sway, or the Ditto / JoyVASA motion diffusion models).",
             LivePortraitOptions,
-            Capabilities(driving_video=True, needs_weights=True, realtime=True),
+            Capabilities(driving_video=True, emotion=True, gaze=True, needs_weights=True, realtime=True),
             _liveportrait,
         ),
         EngineSpec(
             "liveportrait-tiny",
-            "The liveportrait renderer on tiny random weights (tests: noise, not faces).",
+            "The liveportrait renderer and its motion models on tiny random weights (tests: noise, not faces).",
             LivePortraitOptions,
-            Capabilities(driving_video=True),
+            Capabilities(driving_video=True, emotion=True, gaze=True),
             _liveportrait_tiny,
         ),
         EngineSpec(

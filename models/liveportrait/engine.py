@@ -2,7 +2,8 @@
 
 1. ``prepare`` (once per job): find the face (MediaPipe), make the LivePortrait crop (`crop`), run
    the appearance and motion extractors on it once (`pipeline.SourcePortrait`), build the job's motion
-   source (`motion_source`: driving video, procedural audio or still), and for ``framing="full"`` the
+   source (`motion_source`: driving video, procedural audio, an audio -> motion model of
+   `models.motion` (Ditto, JoyVASA: ``motion_model``) or still), and for ``framing="full"`` the
    paste-back of the 512-pixel render into the photo.
 2. ``render_chunk``: the source's motion for the chunk's frames, keypoint composition (relative motion,
    retargeting, stitching), warp + decode in batches, resize or paste back. The ``ChunkCarry`` holds the
@@ -11,15 +12,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from core.errors import InvalidInput, WeightsError
 from models.engine import (
+    FEATURE_SAMPLE_RATE,
     ChunkCarry,
     ChunkSpec,
     Frames,
@@ -28,7 +33,7 @@ from models.engine import (
     even_chunks,
     num_frames_for,
 )
-from models.face import FaceAnalyzer, MediaPipeFaceAnalyzer, PasteBack, select_face
+from models.face import Face, FaceAnalyzer, MediaPipeFaceAnalyzer, PasteBack, select_face
 from models.liveportrait.checkpoint import LivePortraitModules, load_weights, missing_files
 from models.liveportrait.crop import crop_face, eye_close_ratios, lip_close_ratio
 from models.liveportrait.driving import DrivingVideoSource, driving_motion
@@ -36,6 +41,9 @@ from models.liveportrait.motion_source import MotionSource, SourceCarry, StillSo
 from models.liveportrait.options import LivePortraitOptions
 from models.liveportrait.pipeline import LivePortraitPipeline, RetargetSettings, SourcePortrait, to_uint8
 from models.liveportrait.procedural import ProceduralAudioSource
+from models.motion.eyes import eye_attributes
+from models.motion.generator import MOTION_FPS, MotionGenerator, PortraitMotion
+from models.motion.source import AudioMotionSource
 
 MIN_SIZE, MAX_SIZE = 64, 1024
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -85,6 +93,13 @@ class LivePortraitEngine:
         chunk_seconds: length of a chunk of ``plan``.
         batch_size: frames per warp/decode batch.
         compile: ``torch.compile`` the warp and decoder.
+        motion_models: the audio -> motion models to load (``"ditto"``, ``"joyvasa"``) from their
+            published layouts under `motion_weights_dir` (`models.motion.weights`); the engine refuses
+            to start (`WeightsError`) when a file is missing. A job asking for a motion model that
+            is not loaded is refused at prepare.
+        motion_weights_dir: root of the motion models' layouts (default: `weights_dir`).
+        motion_generator: already built motion models (tiny random ones for tests); with it,
+            `motion_models` names which of them jobs may use (default: those it has).
     """
 
     name = "liveportrait"
@@ -101,6 +116,9 @@ class LivePortraitEngine:
         chunk_seconds: float = 2.0,
         batch_size: int = 8,
         compile: bool = False,
+        motion_models: Sequence[str] | None = None,
+        motion_weights_dir: Path | str | None = None,
+        motion_generator: MotionGenerator | None = None,
     ) -> None:
         if chunk_seconds <= 0 or batch_size < 1:
             raise ValueError(
@@ -121,6 +139,9 @@ class LivePortraitEngine:
         self.analyzer: FaceAnalyzer = face_analyzer or MediaPipeFaceAnalyzer()
         self.chunk_seconds = chunk_seconds
         self.batch_size = batch_size
+        self.motion_generator, self.motion_models = _motion_models(
+            motion_models, motion_generator, motion_weights_dir or weights_dir, device
+        )
 
     def warmup(self) -> None:
         """Run every network once at the real shapes (and a full batch through warp + decode)."""
@@ -174,6 +195,8 @@ class LivePortraitEngine:
             motion = DrivingVideoSource(
                 driving, eye_retargeting=options.eye_retargeting, lip_retargeting=options.lip_retargeting
             )
+        elif options.motion_model != "procedural":
+            motion = self._motion_model_source(inputs, params, crop.image, face, crop.matrix, num_frames)
         elif options.head_motion == "audio":
             motion = ProceduralAudioSource(
                 inputs.audio,
@@ -216,6 +239,55 @@ class LivePortraitEngine:
             paste=paste,
         )
 
+    def _motion_model_source(
+        self,
+        inputs: RenderInputs,
+        params: RenderParams[LivePortraitOptions],
+        crop: npt.NDArray[np.uint8],
+        face: Face,
+        matrix: npt.NDArray[np.float64],
+        num_frames: int,
+    ) -> MotionSource:
+        options = params.options
+        model = options.motion_model
+        if model not in self.motion_models or self.motion_generator is None:
+            loaded = ", ".join(self.motion_models) or "none"
+            raise InvalidInput(
+                f'motion_model "{model}" is not loaded by this worker (motion models loaded: {loaded}); '
+                f'its weights must be configured (motion_models=["{model}"]) with its published files',
+                code="invalid_params",
+            )
+        if float(params.fps) != MOTION_FPS:
+            raise InvalidInput(
+                f'motion_model "{model}" generates {MOTION_FPS} frames/s: the job must have fps={MOTION_FPS}, '
+                f"not {params.fps:g}",
+                code="invalid_params",
+            )
+        if inputs.sample_rate != FEATURE_SAMPLE_RATE:
+            raise InvalidInput(
+                f"motion models need {FEATURE_SAMPLE_RATE} Hz audio, got {inputs.sample_rate}",
+                code="invalid_audio",
+            )
+        crop_size = self.pipeline.config.output_size
+        # The motion extractor's raw output (pose as bin logits), as the motion models take it.
+        with torch.no_grad():
+            raw = self.pipeline.modules.motion_extractor(self.pipeline.prepare_images(crop[None]))
+        kp_info = {
+            key: getattr(raw, key).float().reshape(-1).cpu().numpy().astype(np.float32)
+            for key in ("scale", "pitch", "yaw", "roll", "t", "exp", "kp")
+        }
+        eye_open, eye_ball = eye_attributes(crop_landmarks(face.landmarks, matrix, crop_size))
+        portrait = PortraitMotion(kp_info, eye_open, eye_ball)
+        source: MotionSource = AudioMotionSource(
+            self.motion_generator,
+            options.motion_options(),
+            portrait,
+            np.asarray(inputs.audio, np.float32),
+            num_frames,
+            seed=int(params.seed),
+        )
+        return source
+
     def plan(self, prepared: LivePortraitPrepared) -> list[ChunkSpec]:
         # Whole batches per chunk: the last batch of every chunk would otherwise be padded.
         batches = max(1, round(self.chunk_seconds * prepared.fps / self.batch_size))
@@ -246,6 +318,45 @@ class LivePortraitEngine:
         return out, ChunkCarry(arrays=arrays, meta={"next_frame": chunk.stop})
 
 
+def crop_landmarks(
+    landmarks: npt.NDArray[np.float32], matrix: npt.NDArray[np.float64], size: int
+) -> npt.NDArray[np.float32]:
+    """The face mesh ``(478, 3)`` in the crop, normalised by the crop size (Ditto's eye-attribute frame:
+    x / size, y / size, z / size, z scaled like x by the crop's zoom)."""
+    points = np.asarray(landmarks, np.float64)
+    xy = points[:, :2] @ matrix[:, :2].T + matrix[:, 2]
+    zoom = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+    out: npt.NDArray[np.float32] = (np.concatenate([xy, points[:, 2:3] * zoom], axis=1) / size).astype(
+        np.float32
+    )
+    return out
+
+
+def _motion_models(
+    names: Sequence[str] | None,
+    generator: MotionGenerator | None,
+    weights_dir: Path | str | None,
+    device: str,
+) -> tuple[MotionGenerator | None, tuple[str, ...]]:
+    from models.motion.weights import check_motion_models, load_motion_generator
+
+    if generator is not None:
+        available = tuple(m for m in ("ditto", "joyvasa") if getattr(generator, m) is not None)
+        wanted = available if names is None else check_motion_models(names)
+        absent = [m for m in wanted if m not in available]
+        if absent:
+            raise ValueError(f"motion_models {absent} are not in the given motion_generator")
+        return generator, wanted
+    if not names:
+        return None, ()
+    wanted = check_motion_models(names)
+    if weights_dir is None:
+        raise WeightsError(
+            f"motion_models {list(wanted)} need motion_weights_dir or weights_dir (their published files)"
+        )
+    return load_motion_generator(Path(weights_dir), wanted, device=device), wanted
+
+
 def _source_carry(carry: ChunkCarry | None, chunk: ChunkSpec) -> SourceCarry | None:
     if carry is None:
         if chunk.start != 0:
@@ -268,15 +379,25 @@ def tiny_engine(
     weights_dir: Path | str | None = None,
     chunk_seconds: float = 2.0,
     batch_size: int = 8,
+    motion_models: Sequence[str] = ("ditto", "joyvasa"),
 ) -> LivePortraitEngine:
-    """``liveportrait-tiny``: the engine on tiny random weights (CPU, fp32). ``device`` and
-    ``weights_dir`` are what every engine is given by the worker; they are ignored."""
+    """``liveportrait-tiny``: the engine on tiny random weights (CPU, fp32), with tiny random motion
+    models (`models.motion.weights.tiny_motion_generator`: Ditto with a tiny ONNX HuBERT of the
+    published interface, JoyVASA with a tiny HuBERT from a random config) for `motion_models`.
+    ``device`` and ``weights_dir`` are what every engine is given by the worker; they are ignored."""
     from models.liveportrait.testing import tiny_modules
 
+    generator: Any = None
+    if motion_models:
+        from models.motion.weights import tiny_motion_generator
+
+        generator = tiny_motion_generator(motion_models, seed)
     return LivePortraitEngine(
         device="cpu",
         modules=tiny_modules(seed),
         face_analyzer=face_analyzer,
         chunk_seconds=chunk_seconds,
         batch_size=batch_size,
+        motion_models=tuple(motion_models) if motion_models else None,
+        motion_generator=generator,
     )

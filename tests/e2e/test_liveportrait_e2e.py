@@ -1,9 +1,11 @@
 """End to end: the liveportrait engine (tiny random weights) behind the real API and worker processes,
-with the procedural audio motion source and with a driving video."""
+with the procedural audio motion source, with a driving video, and with the Ditto and JoyVASA motion
+models (tiny random ones)."""
 
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import av
@@ -85,3 +87,24 @@ def test_tiny_liveportrait_engine_through_the_service(redis_url: str, tmp_path: 
         path.write_bytes(client.get(f"/v1/videos/{job['id']}/video").content)
         info = probe_video(path)
         assert (info.frames, info.width, info.height) == (25, 64, 64)
+
+        # 3. The audio -> motion models: Ditto (flat form fields) and JoyVASA (one JSON field).
+        for name, data in (
+            ("ditto", {"motion_model": "ditto", "head_distance": "1.2"}),
+            ("joyvasa", {"engine_options": json.dumps({"motion_model": "joyvasa", "gaze": [5.0, 0.0]})}),
+        ):
+            response = client.post(
+                "/v1/videos",
+                files={"image": ("p.png", portrait), "audio": ("a.wav", audio)},
+                data={"size": "64", "fps": "25", **data},
+            )
+            assert response.status_code == 202, response.text
+            job = wait_for(
+                client, response.json()["id"], lambda j: j["status"] in ("succeeded", "failed"), 240
+            )
+            assert job["status"] == "succeeded", (name, job)
+            assert job["params"]["engine_options"]["motion_model"] == name
+            path = tmp_path / f"{name}.mp4"
+            path.write_bytes(client.get(f"/v1/videos/{job['id']}/video").content)
+            info = probe_video(path)
+            assert (info.frames, info.width, info.height) == (25, 64, 64), name

@@ -45,8 +45,17 @@ REFUSED: dict[str, list[tuple[dict[str, Any], str]]] = {
         ({"sway_degrees": 20}, "engine_options.sway_degrees"),
         ({"head_motion": "driving"}, "driving_video"),
         ({"eye_retargeting": True}, "head_motion"),
+        ({"motion_model": "sadtalker"}, "engine_options.motion_model"),
+        ({"emotion": "happy"}, "emotion"),  # a motion control without a motion model
+        ({"motion_model": "joyvasa", "emotion": "sad"}, "emotion"),  # JoyVASA has no emotion condition
+        ({"motion_model": "ditto", "head_motion": "driving"}, "head_motion"),
+        ({"motion_model": "ditto", "sway_degrees": 5}, "sway_degrees"),
     ],
-    "liveportrait-tiny": [({"driving_option": "fast"}, "engine_options.driving_option")],
+    "liveportrait-tiny": [
+        ({"driving_option": "fast"}, "engine_options.driving_option"),
+        ({"motion_model": "joyvasa", "steps": 10}, "steps"),
+        ({"motion_model": "ditto", "head_distance": 5}, "engine_options.head_distance"),
+    ],
 }
 ACCEPTED: dict[str, dict[str, Any]] = {
     "warp": {"head_motion": 0.8},
@@ -54,7 +63,13 @@ ACCEPTED: dict[str, dict[str, Any]] = {
     "vexpress-tiny": {"continuity": "overlap_average"},
     "test": {},
     "liveportrait": {"head_motion": "still", "lip_multiplier": 1.5},
-    "liveportrait-tiny": {"sway_degrees": 5.0},
+    "liveportrait-tiny": {
+        "motion_model": "ditto",
+        "emotion": "happy",
+        "gaze": [5.0, -2.0],
+        "head_distance": 1.2,
+        "steps": 10,
+    },
 }
 
 
