@@ -127,6 +127,14 @@ class Progress(BaseModel):
     chunks_total: int = 0
     frames_done: int = 0
     frames_total: int = 0
+    eta_s: float | None = Field(
+        None,
+        description="Seconds until the last chunk is rendered, from this attempt's measured chunk "
+        "times (a running job, after its first chunk).",
+    )
+    queue_position: int | None = Field(
+        None, description="Jobs ahead of this one on its engine's queue (a queued job; 0: next)."
+    )
 
 
 class VideoResult(BaseModel):

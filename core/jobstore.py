@@ -591,6 +591,14 @@ class JobStore:
             return "skip"
         return outcome[0]
 
+    def message_ids(self, job_ids: Sequence[str]) -> dict[str, str]:
+        """The latest queue message id of each job (one round trip; jobs without one are left out)."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hget(self._key(job_id), "message")
+            values = pipe.execute()
+        return {job_id: _text(value) for job_id, value in zip(job_ids, values, strict=True) if value}
+
     def message_sent(self, job_id: str, message_id: str) -> None:
         """A new queue message ``message_id`` was sent for the queued job: check it later."""
         check_at_ms = _redis_now_ms(self.redis) + int(MESSAGE_CHECK_AFTER_S * 1000)

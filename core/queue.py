@@ -63,6 +63,17 @@ class JobQueue:
             return False
         return job.get_status(refresh=False) in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED)
 
+    def positions(self, messages: dict[str, tuple[str, str]]) -> dict[str, int]:
+        """``job id -> (engine, message id)`` to each message's place on its queue (0: next; one round trip).
+
+        Messages no longer waiting on their queue (taken, or lost) are left out.
+        """
+        with self.redis.pipeline(transaction=False) as pipe:
+            for engine, message_id in messages.values():
+                pipe.lpos(self.queue(engine).key, message_id)
+            found = pipe.execute()
+        return {job_id: int(at) for job_id, at in zip(messages, found, strict=True) if at is not None}
+
     def depth(self, engines: list[str]) -> int:
         """Jobs waiting in the queues of ``engines``."""
         return sum(self.queue(engine).count for engine in engines)

@@ -249,7 +249,8 @@ class ChunkRunner:
             frames_total=prepared.num_frames,
         )
         self.jobs.set_progress(job_id, progress, token)
-        sink = ChunkSink(self, job_id, token, lease, progress, prepared.fps, threaded=self.pipelined)
+        clock = ChunkClock(first, len(chunks))
+        sink = ChunkSink(self, job_id, token, lease, progress, prepared.fps, clock, threaded=self.pipelined)
         try:
             for chunk in chunks[first:]:
                 sink.raise_if_failed()
@@ -307,6 +308,7 @@ class ChunkRunner:
         lease: LeaseKeeper,
         progress: Progress,
         fps: float,
+        clock: ChunkClock,
         chunk: ChunkSpec,
         frames: npt.NDArray[np.uint8],
         carry: ChunkCarry,
@@ -319,6 +321,7 @@ class ChunkRunner:
             self.storage.put_bytes(segment_key(job_id, chunk.index), segment, "video/mp4")
             self.storage.put_bytes(carry_key(job_id, chunk.index), carry.to_bytes())
         progress.chunks_done, progress.frames_done = chunk.index + 1, chunk.stop
+        progress.eta_s = clock.eta_s(chunk.index + 1)
         self.jobs.set_progress(job_id, progress, token)
         self.observer.job_event("video.progress", self.jobs.get(job_id))
 
@@ -327,6 +330,22 @@ class ChunkRunner:
         return self._finish(
             attempt, JobStatus.CANCELED, error=JobError(code="canceled", message="canceled by request")
         )
+
+
+class ChunkClock:
+    """The ETA of an attempt: its mean time per stored chunk so far, times the chunks left."""
+
+    def __init__(self, first: int, total: int) -> None:
+        self.first, self.total = first, total
+        self.started = time.monotonic()
+
+    def eta_s(self, done: int) -> float | None:
+        """Seconds until the last chunk is stored, once ``done`` chunks are (None before any)."""
+        stored_here = done - self.first
+        if stored_here <= 0:
+            return None
+        per_chunk = (time.monotonic() - self.started) / stored_here
+        return round(per_chunk * (self.total - done), 2)
 
 
 class ChunkSink:
@@ -346,10 +365,11 @@ class ChunkSink:
         lease: LeaseKeeper,
         progress: Progress,
         fps: float,
+        clock: ChunkClock,
         *,
         threaded: bool,
     ) -> None:
-        self._store = functools.partial(runner.store_chunk, job_id, token, lease, progress, fps)
+        self._store = functools.partial(runner.store_chunk, job_id, token, lease, progress, fps, clock)
         self._job_id = job_id
         self._threaded = threaded
         self._idle = threading.Semaphore(1)  # held from a hand-over until that chunk is stored

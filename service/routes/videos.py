@@ -29,8 +29,17 @@ router = APIRouter(prefix="/v1/videos", tags=["videos"])
 
 
 def job_views(services: Services, request: Request, jobs: list[Job]) -> list[Job]:
-    """The jobs as the caller sees them: fresh video URLs and the webhook delivery logs (one batch)."""
+    """The jobs as the caller sees them: fresh video URLs, queue positions and the webhook delivery
+    logs (each in one batch)."""
     logs = services.webhook_logs([job.id for job in jobs]) if services.webhook_logs and jobs else {}
+    queued = [job for job in jobs if job.status == JobStatus.QUEUED and job.params.engine]
+    if queued:
+        messages = services.jobs.message_ids([job.id for job in queued])
+        positions = services.queue.positions(
+            {job.id: (job.params.engine or "", messages[job.id]) for job in queued if job.id in messages}
+        )
+        for job in queued:
+            job.progress.queue_position = positions.get(job.id)
     for job in jobs:
         if job.result is not None and job.status == JobStatus.SUCCEEDED:
             job.result.video_url = video_url(

@@ -284,3 +284,14 @@ def test_an_engine_no_live_worker_serves_is_refused_before_anything_is_stored(
         assert refused.headers["retry-after"] and client.get("/v1/videos").json()["data"] == []
         registry.announce("w1", "test", ttl_s=30)
         assert client.post("/v1/videos", files=files).status_code == 202
+
+
+def test_queued_jobs_show_their_place_in_the_queue(client: TestClient, redis_url: str) -> None:
+    ids = [submit(client).json()["id"] for _ in range(3)]
+    assert [client.get(f"/v1/videos/{i}").json()["progress"]["queue_position"] for i in ids] == [0, 1, 2]
+    listed = {job["id"]: job["progress"]["queue_position"] for job in client.get("/v1/videos").json()["data"]}
+    assert listed == dict(zip(ids, [0, 1, 2], strict=True))
+    from rq import Queue
+
+    Queue("parla-test", connection=redis.Redis.from_url(redis_url)).pop_job_id()  # a worker takes the first
+    assert [client.get(f"/v1/videos/{i}").json()["progress"]["queue_position"] for i in ids] == [None, 0, 1]

@@ -148,3 +148,20 @@ def test_an_engine_failure_keeps_the_chunk_being_stored(jobs: JobStore, storage:
     job = jobs.get(job_id)
     assert job.error is not None and job.error.code == "engine_error"
     assert job.progress.chunks_done == 3 and storage.exists(carry_key(job_id, 2))
+
+
+def test_progress_carries_an_eta_from_the_measured_chunks(jobs: JobStore, storage: HookedStorage) -> None:
+    job_id = new_job(jobs, storage)
+    seen: list[float | None] = []
+
+    class Watching(PatternEngine):
+        def render_chunk(self, prepared: Any, chunk: ChunkSpec, carry: Any) -> Any:
+            seen.append(jobs.get(job_id).progress.eta_s)
+            return super().render_chunk(prepared, chunk, carry)
+
+    assert (
+        ChunkRunner(Watching(chunk_frames=8), jobs, storage, pipelined=False).run(job_id)
+        == JobStatus.SUCCEEDED
+    )
+    assert seen[0] is None and all(eta is not None and eta >= 0 for eta in seen[1:])
+    assert jobs.get(job_id).progress.eta_s == 0
