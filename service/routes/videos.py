@@ -41,6 +41,8 @@ def job_views(services: Services, request: Request, jobs: list[Job]) -> list[Job
         for job in queued:
             job.progress.queue_position = positions.get(job.id)
     for job in jobs:
+        if job.status != JobStatus.RUNNING:
+            job.progress.eta_s = None  # the last attempt's estimate means nothing once it stopped
         if job.result is not None and job.status == JobStatus.SUCCEEDED:
             job.result.video_url = video_url(
                 services.storage, services.settings, job.id, str(request.base_url)
