@@ -41,6 +41,15 @@ def has_driving_video(info: ValidationInfo) -> bool:
     return bool(isinstance(context, dict) and context.get("driving_video"))
 
 
+def check_driving_video(head_motion: object, info: ValidationInfo) -> None:
+    """Refuse ``head_motion="driving"`` for a job validated without a driving video (a ValueError).
+
+    Validation without a job context (defaults, schemas) lets it through.
+    """
+    if head_motion == "driving" and info.context is not None and not has_driving_video(info):
+        raise ValueError("head_motion 'driving' needs a driving_video")
+
+
 def validate_options(
     model: type[OptionsT], raw: dict[str, Any], *, driving_video: bool, field: str = "engine_options"
 ) -> OptionsT:

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from models.options import EngineOptions, has_driving_video
+from models.options import EngineOptions, check_driving_video
 
 MAX_CONTEXT_FRAMES = 32
 """Longest window of the published motion modules (their positional encoding's length)."""
@@ -44,8 +44,7 @@ class AniPortraitOptions(EngineOptions):
     @field_validator("head_motion")
     @classmethod
     def _driving_needs_video(cls, value: str, info: ValidationInfo) -> str:
-        if value == "driving" and info.context is not None and not has_driving_video(info):
-            raise ValueError("head_motion 'driving' needs a driving_video")
+        check_driving_video(value, info)
         return value
 
     @field_validator("outputs")

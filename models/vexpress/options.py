@@ -32,7 +32,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from models.options import EngineOptions, has_driving_video
+from models.options import EngineOptions, check_driving_video
 
 MAX_KPS_SEQUENCE_FRAMES = 18_000
 """Longest ``kps_sequence`` accepted (12 minutes at 25 fps); longer sequences are refused at submit."""
@@ -108,8 +108,7 @@ class VExpressOptions(EngineOptions):
     @field_validator("head_motion")
     @classmethod
     def _driving_needs_video(cls, value: object, info: ValidationInfo) -> object:
-        if value == "driving" and info.context is not None and not has_driving_video(info):
-            raise ValueError("head_motion 'driving' needs a driving_video")
+        check_driving_video(value, info)
         return value
 
     @model_validator(mode="after")
