@@ -13,6 +13,12 @@ The runner (``worker/runner.py``) never knows which model it drives. It calls, i
    uninterrupted run. The runner stores chunk ``k`` on another thread while ``k + 1`` renders:
    the frames returned must not be buffers the engine reuses for the next chunk.
 
+A job may ask for outputs besides the video (``RenderParams.outputs``, e.g. ``motion`` or
+``landmarks``; an engine lists those it makes in its registry ``Capabilities.outputs``). Such an
+engine also implements ``OutputEngine``: the runner then calls ``render_chunk_outputs`` instead of
+``render_chunk`` and stores each chunk's arrays beside its segment, and when the last chunk is done
+calls ``write_output`` once per extra output with the chunks' arrays joined along axis 0.
+
 Engines are generic over their prepared state and their options model (``models.options``); the
 registry (``models.registry``) names each engine's options, capabilities and constructor. This
 module depends on numpy and pydantic only, so that the API process can import it without torch.
@@ -66,6 +72,15 @@ class RenderInputs:
 
 Framing = Literal["crop", "full"]
 
+OutputName = Literal["video", "motion", "landmarks"]
+"""What a job can produce: the ``video`` always; ``motion`` (the generated motion, a
+``parla-motion`` NPZ) and ``landmarks`` (a two-stage engine's first-stage landmarks, an NPZ) when
+the engine makes them."""
+
+ChunkOutputs = dict[str, dict[str, npt.NDArray[Any]]]
+"""One chunk's part of the extra outputs: output name -> named arrays whose axis 0 is the chunk's
+frames (``chunk.num_frames`` rows). The runner joins a name's arrays over the chunks in order."""
+
 
 @dataclass(frozen=True)
 class RenderParams(Generic[OptionsT]):
@@ -78,6 +93,8 @@ class RenderParams(Generic[OptionsT]):
         seed: random seed of the job.
         framing: ``crop`` (square video of the face) or ``full`` (pasted back into the photo).
         face_index: which face to animate (largest first); None for the largest.
+        outputs: what the job produces, ``video`` first (validated against the engine's
+            ``Capabilities.outputs`` at submit).
     """
 
     options: OptionsT
@@ -86,9 +103,10 @@ class RenderParams(Generic[OptionsT]):
     seed: int = 0
     framing: Framing = "crop"
     face_index: int | None = None
+    outputs: tuple[OutputName, ...] = ("video",)
 
 
-COMMON_PARAMS = ("fps", "size", "seed", "framing", "face_index")
+COMMON_PARAMS = ("fps", "size", "seed", "framing", "face_index", "outputs")
 
 
 def make_params(options_model: type[OptionsT], **values: Any) -> RenderParams[OptionsT]:
@@ -179,6 +197,23 @@ class Engine(Protocol[PreparedT, OptionsT]):
     def render_chunk(
         self, prepared: PreparedT, chunk: ChunkSpec, carry: ChunkCarry | None
     ) -> tuple[Frames, ChunkCarry]: ...
+
+
+class OutputEngine(Engine[PreparedT, OptionsT], Protocol[PreparedT, OptionsT]):
+    """An engine that can make outputs besides the video (its ``Capabilities.outputs``)."""
+
+    def render_chunk_outputs(
+        self, prepared: PreparedT, chunk: ChunkSpec, carry: ChunkCarry | None, outputs: frozenset[str]
+    ) -> tuple[Frames, ChunkCarry, ChunkOutputs]:
+        """``render_chunk``, plus this chunk's arrays of every output in ``outputs`` (not ``video``).
+
+        The frames and carry must equal ``render_chunk``'s for the same arguments.
+        """
+        ...
+
+    def write_output(self, prepared: PreparedT, name: str, arrays: dict[str, npt.NDArray[Any]]) -> bytes:
+        """The file of output ``name`` from all chunks' arrays joined (axis 0 = every frame)."""
+        ...
 
 
 AnyEngine = Engine[Any, Any]

@@ -33,7 +33,7 @@ class Capabilities:
         driving_video: uses a ``driving_video`` input (a job with one for an engine without it is refused).
         emotion: takes an emotion control.
         gaze: takes a gaze control.
-        motion_output: can return its generated motion besides the video.
+        outputs: what a job can ask it to produce (``RenderParams.outputs``); ``video`` always.
         framing: the ``framing`` values it renders.
         needs_weights: loads model weights (the worker refuses to start without them).
         realtime: renders faster than real time on one GPU.
@@ -42,7 +42,7 @@ class Capabilities:
     driving_video: bool = False
     emotion: bool = False
     gaze: bool = False
-    motion_output: bool = False
+    outputs: tuple[str, ...] = ("video",)
     framing: tuple[str, ...] = ("crop", "full")
     needs_weights: bool = False
     realtime: bool = False
@@ -50,6 +50,7 @@ class Capabilities:
     def to_json(self) -> dict[str, Any]:
         values = asdict(self)
         values["framing"] = list(self.framing)
+        values["outputs"] = list(self.outputs)
         return values
 
 

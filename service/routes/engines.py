@@ -27,7 +27,10 @@ class EngineCapabilities(BaseModel):
     driving_video: bool = Field(description="Uses a `driving_video` input.")
     emotion: bool = Field(description="Takes an emotion control.")
     gaze: bool = Field(description="Takes a gaze control.")
-    motion_output: bool = Field(description="Can return its generated motion besides the video.")
+    outputs: list[Literal["video", "motion", "landmarks"]] = Field(
+        description="What a job can ask it to produce (`outputs`): `video` always, `motion` (the "
+        "generated motion, NPZ), `landmarks` (first-stage landmarks, NPZ)."
+    )
     framing: list[Literal["crop", "full"]] = Field(description="The `framing` values it renders.")
     needs_weights: bool = Field(description="Loads model weights.")
     realtime: bool = Field(description="Renders faster than real time on one GPU.")
