@@ -34,6 +34,7 @@ from models.engine import ChunkCarry, ChunkSpec, Frames, RenderInputs, RenderPar
 from models.sd.attention import Context
 from models.sd.pipeline import dtype_from_name
 from models.sd.sampler import ChunkSchedule, Continuity, check_window_options
+from models.vexpress.framing import detection_image, reference_portrait
 from models.vexpress.kps import (
     Keypoints,
     Retarget,
@@ -85,6 +86,8 @@ class ResolvedOptions:
     post_filter: Literal["none", "median3"] = "none"
     kps_sequence: Keypoints | None = None
     """`(T, 3, 2)` float32 keypoints in crop pixels (``VExpressOptions.kps_sequence``)."""
+    frame_size: tuple[int, int] | None = None
+    """``(height, width)`` of the reference's framing (``VExpressOptions.width/height``), else None."""
 
     @property
     def guidance(self) -> GuidanceOptions:
@@ -102,7 +105,8 @@ class VExpressPrepared:
     height: int
     width: int
     options: ResolvedOptions
-    crop_size: int
+    model_size: tuple[int, int]
+    """``(height, width)`` of the frames the model renders: the square crop, or the reference's frame."""
     reference_bank: list[Context]
     """The ReferenceNet bank, its keys and values projected once for the job (``project_reference_bank``)."""
     audio_tokens: torch.Tensor
@@ -251,6 +255,7 @@ def resolve_options(
         kps_sequence=None
         if options.kps_sequence is None
         else np.asarray(options.kps_sequence, dtype=np.float32),
+        frame_size=options.frame_size(),
     )
 
 
@@ -405,16 +410,26 @@ class VExpressEngine:
                 inputs.duration_s, fps, options.context_frames, options.motion_frames
             )
             fps = num_frames / inputs.duration_s  # the script stretches the frames over the audio
-        size = params.size
-        # Face crop: the model sees a square crop; its keypoints are the detection's, mapped into it.
-        face = select_face(self.face_analyzer.detect(inputs.image), params.face_index)
-        crop = crop_around_face(inputs.image, face, size)
-        reference_kps = transform_kps(np.asarray(face.keypoints)[:3], crop.matrix)
+        paste = None
+        if options.frame_size is None:
+            # Face crop: the model sees a square crop; its keypoints are the detection's, mapped into it.
+            size = params.size
+            face = select_face(self.face_analyzer.detect(inputs.image), params.face_index)
+            crop = crop_around_face(inputs.image, face, size)
+            portrait = crop.image
+            reference_kps = transform_kps(np.asarray(face.keypoints)[:3], crop.matrix)
+            paste = PasteBack(inputs.image, size, crop.matrix) if params.framing == "full" else None
+            model_size = (size, size)
+        else:
+            # The reference's framing: the whole portrait resized, keypoints detected in a resize of it.
+            model_size = options.frame_size
+            portrait = reference_portrait(inputs.image, *model_size)
+            faces = self.face_analyzer.detect(detection_image(inputs.image, *model_size))
+            reference_kps = np.asarray(select_face(faces, params.face_index).keypoints, np.float32)[:3]
         kps_sequence = self._kps_sequence(inputs, options, reference_kps, num_frames, params.fps)
-        paste = PasteBack(inputs.image, size, crop.matrix) if params.framing == "full" else None
-        height, width = (paste.height, paste.width) if paste is not None else (size, size)
+        height, width = (paste.height, paste.width) if paste is not None else model_size
         # Reference latents and bank, audio tokens: once per job.
-        reference_latents = self.pipeline.encode_reference(crop.image)
+        reference_latents = self.pipeline.encode_reference(portrait)
         bank = self.pipeline.project_reference_bank(self.pipeline.reference_bank(reference_latents))
         audio = np.asarray(inputs.audio, dtype=np.float32)
         if len(audio) < MIN_AUDIO_SAMPLES:
@@ -426,7 +441,7 @@ class VExpressEngine:
             height=height,
             width=width,
             options=options,
-            crop_size=size,
+            model_size=model_size,
             reference_bank=bank,
             audio_tokens=audio_tokens,
             kps_sequence=kps_sequence,
@@ -507,17 +522,18 @@ class VExpressEngine:
         return frames, next_carry
 
     def _latent_size(self, prepared: VExpressPrepared) -> tuple[int, int]:
-        side = prepared.crop_size // self.pipeline.vae_scale_factor
-        return side, side
+        height, width = prepared.model_size
+        scale = self.pipeline.vae_scale_factor
+        return height // scale, width // scale
 
     def _conditions(
         self, prepared: VExpressPrepared, start: int, stop: int, clip: ClipConditions | None = None
     ) -> WindowConditions:
         """Window ``[start, stop)``'s conditions: views of `clip` when given, else built for it."""
-        pipeline, size = self.pipeline, prepared.crop_size
+        pipeline, (height, width) = self.pipeline, prepared.model_size
         if clip is None:
             clip = pipeline.clip_conditions(
-                prepared.audio_tokens, prepared.kps_sequence, size, size, start, stop
+                prepared.audio_tokens, prepared.kps_sequence, height, width, start, stop
             )
         tokens, features = clip.frames(start, stop)
         return pipeline.window_conditions(
@@ -527,9 +543,9 @@ class VExpressEngine:
     def _overlap_latents(self, prepared: VExpressPrepared) -> torch.Tensor:
         """The whole clip's denoised latents of the overlap-average schedule, computed once per job."""
         if prepared.overlap_latents is None:
-            options, size = prepared.options, prepared.crop_size
+            options, (height, width) = prepared.options, prepared.model_size
             clip = self.pipeline.clip_conditions(
-                prepared.audio_tokens, prepared.kps_sequence, size, size, 0, prepared.num_frames
+                prepared.audio_tokens, prepared.kps_sequence, height, width, 0, prepared.num_frames
             )
             noise = None
             if options.seed_mode == "reference":

@@ -18,12 +18,18 @@ Reference-compatible behaviours, each off by default (Parla's own default first)
   width (reflect padding), applied to the frames before paste-back. Needs ``overlap_average``
   (a frame's filter reads the next frame, which the motion-frames schedule renders a chunk later).
 - ``kps_sequence``: a keypoint sequence (the reference's ``kps.pth``: per frame, image-left eye,
-  image-right eye, nose, ``(x, y)`` in pixels of the square face crop of side ``size``), cut or
+  image-right eye, nose, ``(x, y)`` in pixels of the square face crop of side ``size``, or of the ``width x height``
+  frame), cut or
   stretched to the clip's frames as the reference does, then mapped with ``retarget`` (``none`` =
   the reference's ``no_retarget``). Replaces ``head_motion``.
-- Non-square ``width``/``height`` are not offered: Parla renders the square face crop of side
-  ``size`` (with paste-back for ``framing="full"``); the reference's double resize of a non-square
-  portrait is not reproduced.
+- ``width``/``height``: the reference's framing. Parla renders a square face crop of side ``size``
+  (pasted back for ``framing="full"``); with ``width`` and ``height`` the model sees the whole
+  portrait resized to ``width x height`` as the reference script does (not keeping the aspect
+  ratio: a bicubic resize to ``height x width``, then a Lanczos resize to ``width x height``,
+  the script's two steps), the keypoints are detected in a bilinear ``width x height`` resize, and
+  the video is that frame (``size`` and ``framing`` do not apply: there is no crop to paste back).
+  Both are multiples of 8 (the VAE's scale; the script silently rounds down, we refuse), in
+  ``[64, 1024]``.
 """
 
 from __future__ import annotations
@@ -36,6 +42,10 @@ from models.options import EngineOptions, check_driving_video
 
 MAX_KPS_SEQUENCE_FRAMES = 18_000
 """Longest ``kps_sequence`` accepted (12 minutes at 25 fps); longer sequences are refused at submit."""
+MIN_FRAME_SIDE, MAX_FRAME_SIDE = 64, 1024
+"""Bounds of ``width`` / ``height`` (those of the common ``size``)."""
+FRAME_MULTIPLE = 8
+"""``width`` / ``height`` are multiples of the VAE's scale factor."""
 MAX_CONTEXT_FRAMES = 32
 """Longest window of the published motion modules (their positional encoding's length)."""
 DEFAULT_SWAY_AMPLITUDE = 0.5
@@ -101,9 +111,34 @@ class VExpressOptions(EngineOptions):
         | None
     ) = Field(
         None,
-        description="Per-frame keypoints [[x, y] x 3] (eye, eye, nose) in face-crop pixels, e.g. the "
-        "V-Express `kps.pth`; cut or stretched to the clip, mapped with `retarget`. Replaces head_motion.",
+        description="Per-frame keypoints [[x, y] x 3] (eye, eye, nose) in face-crop pixels (or in "
+        "width x height pixels), e.g. the V-Express `kps.pth`; cut or stretched to the clip, mapped with `retarget`. Replaces head_motion.",
     )
+
+    width: int | None = Field(
+        None,
+        ge=MIN_FRAME_SIDE,
+        le=MAX_FRAME_SIDE,
+        description="With `height`: render the whole portrait resized to width x height as the "
+        "V-Express script does (no face crop; `size` and `framing` do not apply). Multiple of 8.",
+    )
+    height: int | None = Field(
+        None,
+        ge=MIN_FRAME_SIDE,
+        le=MAX_FRAME_SIDE,
+        description="With `width`: the frame height, see `width`. Multiple of 8.",
+    )
+
+    @field_validator("width", "height")
+    @classmethod
+    def _multiple_of_the_vae_scale(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and value % FRAME_MULTIPLE:
+            rounded = value - value % FRAME_MULTIPLE
+            raise ValueError(
+                f"{info.field_name} {value} is not a multiple of {FRAME_MULTIPLE} (the VAE's scale); "
+                f"the V-Express script would silently use {rounded}"
+            )
+        return value
 
     @field_validator("head_motion")
     @classmethod
@@ -123,9 +158,20 @@ class VExpressOptions(EngineOptions):
         ):
             if value != default and self.continuity != "overlap_average":
                 raise ValueError(f"{name} {value!r} needs continuity 'overlap_average'")
+        if (self.width is None) != (self.height is None):
+            given = "width" if self.height is None else "height"
+            raise ValueError(
+                f"{given} needs {'height' if given == 'width' else 'width'} too (a frame is width x height)"
+            )
         if self.kps_sequence is not None and self.head_motion is not None:
             raise ValueError("give either kps_sequence or head_motion, not both")
         return self
+
+    def frame_size(self) -> tuple[int, int] | None:
+        """``(height, width)`` of the reference's framing, or None for Parla's square face crop."""
+        if self.width is None or self.height is None:
+            return None
+        return self.height, self.width
 
     def resolved_head_motion(
         self, driving_video: bool

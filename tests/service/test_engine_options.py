@@ -35,6 +35,9 @@ REFUSED: dict[str, list[tuple[dict[str, Any], str]]] = {
         ({"retarget": "sideways"}, "engine_options.retarget"),
         ({"head_motion": "driving"}, "driving_video"),
         ({"colour": "red"}, "engine_options.colour"),
+        ({"width": 100, "height": 64}, "engine_options.width: Value error, width 100 is not a multiple of 8"),
+        ({"width": 96}, "width needs height too"),
+        ({"width": 96, "height": 2048}, "engine_options.height"),
     ],
     "vexpress-tiny": [
         ({"num_inference_steps": 0}, "engine_options.num_inference_steps"),
@@ -59,7 +62,13 @@ REFUSED: dict[str, list[tuple[dict[str, Any], str]]] = {
 }
 ACCEPTED: dict[str, dict[str, Any]] = {
     "warp": {"head_motion": 0.8},
-    "vexpress": {"num_inference_steps": 10, "context_frames": 16, "motion_frames": 2},
+    "vexpress": {
+        "num_inference_steps": 10,
+        "context_frames": 16,
+        "motion_frames": 2,
+        "width": 96,
+        "height": 64,
+    },
     "vexpress-tiny": {"continuity": "overlap_average"},
     "test": {},
     "liveportrait": {"head_motion": "still", "lip_multiplier": 1.5},
