@@ -68,6 +68,8 @@ class CaseResult:
     decode_s: float = 0.0
     encode_s: float = 0.0
     tflop_per_frame: float = float("nan")
+    options: str = ""
+    """The extra engine options of the case (``--engine-options``), e.g. a non-square frame."""
     mfu: float = float("nan")
 
 
@@ -247,7 +249,12 @@ def run_case(args: argparse.Namespace, seconds: float) -> CaseResult:
     image = rng.integers(0, 256, (args.size, args.size, 3), dtype=np.uint8)
     audio = synthetic_speech(seconds)
     options = engine.options_model.model_validate(
-        {"head_motion": "still", "num_inference_steps": args.steps, "continuity": args.continuity}
+        {
+            "head_motion": "still",
+            "num_inference_steps": args.steps,
+            "continuity": args.continuity,
+            **args.engine_options,
+        }
     )
     params = RenderParams(options, fps=args.fps, size=args.size, seed=0)
     cuda = engine.device.type == "cuda"
@@ -295,7 +302,7 @@ def run_case(args: argparse.Namespace, seconds: float) -> CaseResult:
         steps=args.steps,
         device=str(engine.device),
         dtype=str(engine.dtype).removeprefix("torch."),
-        continuity=args.continuity,
+        continuity=options.continuity,
         seconds=seconds,
         frames=prepared.num_frames,
         frames_rendered=frames_rendered,
@@ -315,6 +322,7 @@ def run_case(args: argparse.Namespace, seconds: float) -> CaseResult:
         decode_s=stages["decode"],
         encode_s=stages["encode"],
         tflop_per_frame=flops / 1e12,
+        options=json.dumps(args.engine_options, separators=(",", ":")) if args.engine_options else "",
         mfu=flops * (steady if steady == steady else frames_rendered / render_s) / (args.peak_tflops * 1e12),
     )
 
@@ -354,16 +362,16 @@ def format_table(results: list[CaseResult]) -> str:
     header = (
         "| config | size | steps | device | dtype | switches | continuity | audio s | frames (rendered) | chunks "
         "| warm-up s | prepare s | first chunk s | render s | frames/s | steady frames/s | denoise s | decode s "
-        "| encode s | TFLOP/frame | MFU | render peak MiB |"
+        "| encode s | TFLOP/frame | MFU | render peak MiB | options |"
     )
-    lines = [header, "|" + "---|" * 22]
+    lines = [header, "|" + "---|" * 23]
     for r in results:
         lines.append(
             f"| {r.config} | {r.size} | {r.steps} | {r.device} | {r.dtype} | {r.switches} | {r.continuity} "
             f"| {r.seconds:g} | {r.frames} ({r.frames_rendered}) | {r.chunks_rendered} | {r.warmup_s:.1f} "
             f"| {r.prepare_s:.2f} | {r.first_chunk_s:.2f} | {r.render_s:.2f} | {r.frames_per_s:.2f} "
             f"| {r.steady_frames_per_s:.2f} | {r.denoise_s:.2f} | {r.decode_s:.2f} | {r.encode_s:.2f} "
-            f"| {r.tflop_per_frame:.2f} | {r.mfu:.1%} | {r.render_peak_mib:.0f} |"
+            f"| {r.tflop_per_frame:.2f} | {r.mfu:.1%} | {r.render_peak_mib:.0f} | {r.options} |"
         )
     return "\n".join(lines)
 
@@ -386,6 +394,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--continuity", choices=["motion_frames", "overlap_average"], default="motion_frames")
     parser.add_argument("--max-chunks", type=int, default=0, help="render only the first N chunks (0: all)")
+    parser.add_argument(
+        "--engine-options",
+        type=json.loads,
+        default={},
+        help='extra job options (JSON), e.g. \'{"width": 384, "height": 512}\'',
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--compile", action="store_true", help="engine switch: torch.compile at warm-up")
     parser.add_argument("--channels-last", action="store_true", help="engine switch: channels-last weights")
