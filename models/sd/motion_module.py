@@ -15,6 +15,7 @@ from diffusers.models.attention import FeedForward
 from torch import nn
 
 from models.sd.attention import Attention
+from models.sd.transformer_blocks import same_layout
 
 
 def sinusoidal_position_table(max_positions: int, channels: int) -> torch.Tensor:
@@ -137,7 +138,7 @@ class TemporalTransformer(nn.Module):
         for block in self.transformer_blocks:
             tokens = block(tokens, num_frames)
         tokens = self.proj_out(tokens)
-        out = tokens.reshape(batch_frames, height, width, channels).permute(0, 3, 1, 2)
+        out = same_layout(tokens.reshape(batch_frames, height, width, channels).permute(0, 3, 1, 2), residual)
         return out + residual
 
 

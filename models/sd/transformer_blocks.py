@@ -25,6 +25,21 @@ from torch import nn
 from models.sd.attention import Attention, Context, ProjectedContext
 
 
+def same_layout(tensor: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """`tensor` (a token map permuted back to `(N, C, H, W)`) in `like`'s memory layout.
+
+    Without it the permuted map, and the sum with the block's residual, would be channels-last
+    strided in an NCHW network, and every GroupNorm and convolution after the block would take the
+    slower mixed-layout path (on CPU 4x slower GroupNorms, slower convolutions, extra copies). With
+    channels-last weights (``use_channels_last``) `like` is channels-last and stays so.
+    """
+    if like.is_contiguous():
+        return tensor.contiguous()
+    if like.is_contiguous(memory_format=torch.channels_last):
+        return tensor.contiguous(memory_format=torch.channels_last)
+    return tensor
+
+
 class CrossAttentionTransformerBlock(nn.Module):
     r"""
     diffusers' BasicTransformerBlock layout (``norm1, attn1, norm2, attn2, norm3, ff``), each sub-layer
@@ -252,7 +267,9 @@ class SpatialTransformer(nn.Module):
         batch, channels, height, width = residual.shape
         if self.use_linear_projection:
             tokens = self.proj_out(tokens)
-        hidden_states = tokens.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
+        hidden_states = same_layout(
+            tokens.reshape(batch, height, width, channels).permute(0, 3, 1, 2), residual
+        )
         if not self.use_linear_projection:
             hidden_states = self.proj_out(hidden_states)
         return hidden_states + residual
