@@ -31,8 +31,12 @@ from pathlib import Path
 
 from bench.pipeline import CaseResult, flops_per_frame, format_table
 
-NON_SQUARE = {"width": 384, "height": 512}
-REFERENCE_MODE = {"continuity": "overlap_average", "seed_mode": "reference", "frame_count": "reference"}
+NON_SQUARE: dict[str, object] = {"width": 384, "height": 512}
+REFERENCE_MODE: dict[str, object] = {
+    "continuity": "overlap_average",
+    "seed_mode": "reference",
+    "frame_count": "reference",
+}
 CASES: list[tuple[str, list[str], float, dict[str, object]]] = [
     # (dtype, switches, seconds of audio, extra engine options), most important first
     ("bf16", [], 10.0, {}),
