@@ -1,8 +1,9 @@
 """``VExpressEngine``: the V-Express diffusion model behind the engine seam (``models.engine``).
 
-Per job, ``prepare`` computes once: the face crop, the reference latents and the ReferenceNet bank,
-the per-frame keypoint sequence (still, sway or driving video) and the wav2vec2 tokens of the whole
-clip. ``render_chunk`` then renders one chunk from those, drawing the chunk's V-kps images and
+Per job, ``prepare`` computes once: the face crop (or, with ``width``/``height``, the whole
+portrait resized as the reference script does, ``models.vexpress.framing``), the reference latents
+and the ReferenceNet bank, the per-frame keypoint sequence (still, sway, driving video or a given
+sequence) and the wav2vec2 tokens of the whole clip. ``render_chunk`` then renders one chunk from those, drawing the chunk's V-kps images and
 projecting its audio windows itself, so that only one chunk's tensors are alive at a time.
 
 Continuity (``VExpressOptions.continuity``):
