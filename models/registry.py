@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from models.aniportrait.options import AniPortraitOptions, AniPortraitTinyOptions
 from models.engine import AnyEngine
 from models.liveportrait.options import LivePortraitOptions
 from models.options import EngineOptions
@@ -103,6 +104,18 @@ def _liveportrait_tiny() -> EngineFactory:
     return tiny_engine
 
 
+def _aniportrait() -> EngineFactory:
+    from models.aniportrait.engine import AniPortraitEngine
+
+    return AniPortraitEngine
+
+
+def _aniportrait_tiny() -> EngineFactory:
+    from models.aniportrait.testing import tiny_engine
+
+    return tiny_engine
+
+
 def _pattern() -> EngineFactory:
     from models.testing import PatternEngine
 
@@ -147,6 +160,21 @@ ENGINES: dict[str, EngineSpec] = {
             LivePortraitOptions,
             Capabilities(driving_video=True, emotion=True, gaze=True),
             _liveportrait_tiny,
+        ),
+        EngineSpec(
+            "aniportrait",
+            "AniPortrait: audio -> face-mesh landmarks and head pose, then SD1.5 diffusion guided by "
+            "the drawn landmarks (head pose from the audio, a driving video, or still).",
+            AniPortraitOptions,
+            Capabilities(driving_video=True, outputs=("video", "landmarks"), needs_weights=True),
+            _aniportrait,
+        ),
+        EngineSpec(
+            "aniportrait-tiny",
+            "The aniportrait pipeline on tiny random weights (tests: noise, not faces).",
+            AniPortraitTinyOptions,
+            Capabilities(driving_video=True, outputs=("video", "landmarks")),
+            _aniportrait_tiny,
         ),
         EngineSpec(
             "test",

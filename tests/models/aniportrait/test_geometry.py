@@ -88,7 +88,7 @@ def test_real_face_geometry() -> None:
 
     analyzer = FaceGeometryAnalyzer(os.environ["PARLA_FACE_LANDMARKER_TASK"])
     image = cv2.cvtColor(cv2.imread(str(ASSETS / "portrait.png")), cv2.COLOR_BGR2RGB)
-    face = analyzer.analyze(cv2.resize(image, (512, 512)))
+    face = analyzer.analyze(np.asarray(cv2.resize(image, (512, 512)), dtype=np.uint8))
     assert face is not None
     rotation = face.transformation_matrix[:3, :3]
     np.testing.assert_allclose(rotation @ rotation.T, np.eye(3), atol=1e-4)  # a rigid placement
