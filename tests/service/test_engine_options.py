@@ -41,6 +41,17 @@ REFUSED: dict[str, list[tuple[dict[str, Any], str]]] = {
         ({"continuity": "glue"}, "engine_options.continuity"),
     ],
     "test": [({"head_motion": 0.5}, "engine_options.head_motion")],
+    "aniportrait": [
+        ({"context_frames": 33}, "engine_options.context_frames"),
+        ({"context_frames": 8, "context_overlap": 8}, "context_overlap"),
+        ({"head_motion": "sway"}, "engine_options.head_motion"),
+        ({"head_motion": "driving"}, "driving_video"),
+        ({"outputs": ["video", "landmarks"]}, "engine_options.outputs"),  # a job parameter, not an option
+    ],
+    "aniportrait-tiny": [
+        ({"num_inference_steps": 0}, "engine_options.num_inference_steps"),
+        ({"guidance_scale": 30}, "engine_options.guidance_scale"),
+    ],
     "liveportrait": [
         ({"sway_degrees": 20}, "engine_options.sway_degrees"),
         ({"head_motion": "driving"}, "driving_video"),
@@ -62,6 +73,8 @@ ACCEPTED: dict[str, dict[str, Any]] = {
     "vexpress": {"num_inference_steps": 10, "context_frames": 16, "motion_frames": 2},
     "vexpress-tiny": {"continuity": "overlap_average"},
     "test": {},
+    "aniportrait": {"num_inference_steps": 10, "head_motion": "still", "context_overlap": 2},
+    "aniportrait-tiny": {"context_frames": 8, "guidance_scale": 1.0},
     "liveportrait": {"head_motion": "still", "lip_multiplier": 1.5},
     "liveportrait-tiny": {
         "motion_model": "ditto",
