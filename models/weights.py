@@ -29,7 +29,13 @@ def _vexpress_missing(weights_dir: Path, converted_dir: Path | None) -> list[str
     return missing_weight_files(weights_dir, converted_dir)
 
 
-WEIGHT_CHECKS: dict[str, MissingFiles] = {"vexpress": _vexpress_missing}
+def _aniportrait_missing(weights_dir: Path, converted_dir: Path | None) -> list[str]:
+    from models.aniportrait.engine import missing_weight_files
+
+    return missing_weight_files(weights_dir)
+
+
+WEIGHT_CHECKS: dict[str, MissingFiles] = {"vexpress": _vexpress_missing, "aniportrait": _aniportrait_missing}
 """Per engine that needs weights (``Capabilities.needs_weights``): its check of a directory."""
 
 
