@@ -488,13 +488,13 @@ class AniPortraitEngine:
         carry: ChunkCarry | None,
         outputs: frozenset[str],
     ) -> tuple[Frames, ChunkCarry, ChunkOutputs]:
-        """``render_chunk``, plus the chunk's ``landmarks``: ``points`` ``(F, 468, 2)`` float32 in crop
-        pixels and ``poses`` ``(F, 6)`` float32.
+        """``render_chunk``, plus the chunk's ``landmarks`` when asked: ``points`` ``(F, 468, 2)`` float32
+        in crop pixels and ``poses`` ``(F, 6)`` float32 (``video`` in `outputs` is the frames).
 
         Raises:
             EngineFailure: an output this engine does not make.
         """
-        unknown = sorted(set(outputs) - {"landmarks"})
+        unknown = sorted(set(outputs) - {"video", "landmarks"})
         if unknown:
             raise EngineFailure(f"aniportrait does not make the outputs {', '.join(unknown)}")
         frames, next_carry = self.render_chunk(prepared, chunk, carry)
