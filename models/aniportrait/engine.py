@@ -168,15 +168,20 @@ def load_components(
     )
 
 
-def resample_frames(values: npt.NDArray[Any], num_frames: int, fps: float) -> npt.NDArray[np.float64]:
-    """Per-frame values at 30 fps (axis 0) resampled linearly to `num_frames` frames at `fps`: frame
-    ``i`` is at 30 fps frame ``i * 30 / fps``, clamped to the last (the A2L frames at 30 fps)."""
-    position = np.minimum(np.arange(num_frames) * (FPS / fps), values.shape[0] - 1)
-    low = np.floor(position).astype(np.int64)
-    high = np.minimum(low + 1, values.shape[0] - 1)
-    weight = (position - low).reshape(-1, *([1] * (values.ndim - 1)))
-    source = np.asarray(values, dtype=np.float64)
-    resampled: npt.NDArray[np.float64] = source[low] * (1 - weight) + source[high] * weight
+def resample_frames(
+    values: npt.NDArray[Any], num_frames: int, fps: float, block: int = 256
+) -> npt.NDArray[np.float32]:
+    """Per-frame values at 30 fps (axis 0) resampled linearly to `num_frames` frames at `fps`, float32:
+    frame ``i`` is at 30 fps frame ``i * 30 / fps``, clamped to the last (the A2L frames at 30 fps).
+    Computed `block` frames at a time, so no whole-clip float64 temporaries are made."""
+    resampled = np.empty((num_frames, *values.shape[1:]), dtype=np.float32)
+    for first in range(0, num_frames, block):
+        index = np.arange(first, min(first + block, num_frames))
+        position = np.minimum(index * (FPS / fps), values.shape[0] - 1)
+        low = np.floor(position).astype(np.int64)
+        high = np.minimum(low + 1, values.shape[0] - 1)
+        weight = (position - low).reshape(-1, *([1] * (values.ndim - 1)))
+        resampled[index] = values[low] * (1 - weight) + values[high] * weight
     return resampled
 
 
@@ -412,8 +417,8 @@ class AniPortraitEngine:
             mesh_window_frames=self.mesh_window_frames,
         )
         num_frames = num_frames_for(inputs.duration_s, params.fps)
-        points = resample_frames(landmarks.points, num_frames, float(params.fps)).astype(np.float32)
-        poses = resample_frames(landmarks.poses, num_frames, float(params.fps)).astype(np.float32)
+        points = resample_frames(landmarks.points, num_frames, float(params.fps))
+        poses = resample_frames(landmarks.poses, num_frames, float(params.fps))
         paste = PasteBack(inputs.image, size, crop.matrix) if params.framing == "full" else None
         height, width = (paste.height, paste.width) if paste is not None else (size, size)
         tokens = self._clip_tokens(crop.image)
