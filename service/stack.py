@@ -145,8 +145,12 @@ class Stack:
                     ready, readiness = answer.status_code == 200, answer.text
                 except httpx.HTTPError as exc:
                     ready, readiness = False, f"{type(exc).__name__}: {exc}"
-                alive = sum(1 for w in self.workers if w.poll() is None)
-                if ready and len(Worker.all(connection=connection)) >= alive:
+                # Every started worker must have registered, not only those still alive: a worker
+                # that exits between the check above and this count must not pass for ready.
+                if ready and len(Worker.all(connection=connection)) >= len(self.workers):
+                    report = self.exited_early()
+                    if report is not None:
+                        raise RuntimeError(f"a stack process exited during start: {report}")
                     return
                 time.sleep(0.2)
         finally:
