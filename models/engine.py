@@ -29,7 +29,7 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -199,6 +199,7 @@ class Engine(Protocol[PreparedT, OptionsT]):
     ) -> tuple[Frames, ChunkCarry]: ...
 
 
+@runtime_checkable
 class OutputEngine(Engine[PreparedT, OptionsT], Protocol[PreparedT, OptionsT]):
     """An engine that can make outputs besides the video (its ``Capabilities.outputs``)."""
 

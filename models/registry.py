@@ -138,14 +138,21 @@ ENGINES: dict[str, EngineSpec] = {
             "LivePortrait: implicit-keypoint neural warp; driving video, or motion from the audio "
             "(procedural lips/blinks/sway, or the Ditto / JoyVASA motion diffusion models).",
             LivePortraitOptions,
-            Capabilities(driving_video=True, emotion=True, gaze=True, needs_weights=True, realtime=True),
+            Capabilities(
+                driving_video=True,
+                emotion=True,
+                gaze=True,
+                outputs=("video", "motion"),
+                needs_weights=True,
+                realtime=True,
+            ),
             _liveportrait,
         ),
         EngineSpec(
             "liveportrait-tiny",
             "The liveportrait renderer and its motion models on tiny random weights (tests: noise, not faces).",
             LivePortraitOptions,
-            Capabilities(driving_video=True, emotion=True, gaze=True),
+            Capabilities(driving_video=True, emotion=True, gaze=True, outputs=("video", "motion")),
             _liveportrait_tiny,
         ),
         EngineSpec(

@@ -21,6 +21,7 @@ from its last checkpoint; anything else fails it as ``engine_error``.
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import tempfile
 import threading
@@ -34,12 +35,20 @@ import numpy as np
 import numpy.typing as npt
 
 from core.errors import InvalidInput, NotFound, ParlaError
-from core.jobs import Job, JobError, JobStatus, Progress, RenderOptions, VideoResult
+from core.jobs import Job, JobError, JobStatus, OutputFile, Progress, RenderOptions, VideoResult
 from core.jobstore import Attempt, JobStore, LeaseLost
 from core.media import InputLimits, assemble_mp4, decode_audio, decode_image, encode_segment
 from core.redisconn import TRANSIENT_REDIS_ERRORS
-from core.storage import Storage, job_key
-from models.engine import AnyEngine, ChunkCarry, ChunkSpec, RenderInputs, RenderParams
+from core.storage import Storage, carry_key, job_key, output_key, output_part_key, segment_key
+from models.engine import (
+    AnyEngine,
+    ChunkCarry,
+    ChunkOutputs,
+    ChunkSpec,
+    OutputEngine,
+    RenderInputs,
+    RenderParams,
+)
 from models.options import EngineOptions, validate_options
 from worker.lease import LeaseKeeper
 
@@ -61,12 +70,7 @@ class NullObserver:
         return None
 
 
-def segment_key(job_id: str, index: int) -> str:
-    return job_key(job_id, "segments", f"{index:05d}.mp4")
-
-
-def carry_key(job_id: str, index: int) -> str:
-    return job_key(job_id, "state", f"{index:05d}.carry")
+__all__ = ["ChunkRunner", "carry_key", "render_params", "segment_key"]
 
 
 def render_params(
@@ -85,7 +89,50 @@ def render_params(
         seed=options.seed or 0,
         framing=options.framing,
         face_index=options.face_index,
+        outputs=tuple(options.outputs),
     )
+
+
+def side_outputs(engine: AnyEngine, params: RenderParams[Any]) -> frozenset[str]:
+    """The outputs besides the video that the job asks for, checked against what the engine makes.
+
+    Raises:
+        InvalidInput: ``invalid_params`` when the engine cannot make one (the API checks this at
+            submit; a record from a deployment with another engine gets here).
+    """
+    wanted = frozenset(params.outputs) - {"video"}
+    if wanted and not isinstance(engine, OutputEngine):
+        raise InvalidInput(
+            f"outputs: engine {engine.name!r} makes only the video, not {', '.join(sorted(wanted))}",
+            code="invalid_params",
+        )
+    return wanted
+
+
+def _npz(arrays: dict[str, npt.NDArray[Any]]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _read_npz(data: bytes) -> dict[str, npt.NDArray[Any]]:
+    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+        return {name: archive[name] for name in archive.files}
+
+
+def check_chunk_outputs(chunk: ChunkSpec, wanted: frozenset[str], outputs: ChunkOutputs) -> None:
+    """An engine's side outputs of one chunk: exactly the wanted names, each array one row a frame."""
+    if set(outputs) != wanted:
+        raise RuntimeError(
+            f"engine returned outputs {sorted(outputs)} for chunk {chunk}, expected {sorted(wanted)}"
+        )
+    for name, arrays in outputs.items():
+        for key, array in arrays.items():
+            if array.ndim == 0 or array.shape[0] != chunk.num_frames or array.dtype == object:
+                raise RuntimeError(
+                    f"engine returned {name}.{key} {array.dtype} {array.shape} for chunk {chunk}, "
+                    f"expected {chunk.num_frames} rows"
+                )
 
 
 class ChunkRunner:
@@ -215,7 +262,9 @@ class ChunkRunner:
             driving = self.storage.get_bytes(driving_key) if self.storage.exists(driving_key) else None
         return RenderInputs(image, audio.samples, audio.sample_rate, driving), audio_bytes
 
-    def _resume_point(self, job_id: str, chunks: list[ChunkSpec]) -> tuple[int, ChunkCarry | None]:
+    def _resume_point(
+        self, job_id: str, chunks: list[ChunkSpec], wanted: frozenset[str]
+    ) -> tuple[int, ChunkCarry | None]:
         """First chunk still to render and the carry to start it from (after a crash: > 0)."""
         done = min(self.jobs.get(job_id).progress.chunks_done, len(chunks))
         while done > 0:
@@ -224,7 +273,9 @@ class ChunkRunner:
             except NotFound:
                 done -= 1  # recorded but not stored (storage lost it): render it again
                 continue
-            if self.storage.exists(segment_key(job_id, done - 1)):
+            stored = [segment_key(job_id, done - 1)]
+            stored += [output_part_key(job_id, name, done - 1) for name in sorted(wanted)]
+            if all(self.storage.exists(key) for key in stored):
                 return done, carry
             done -= 1
         return 0, None
@@ -237,9 +288,10 @@ class ChunkRunner:
             params = render_params(
                 job.params, self.engine.options_model, driving_video=inputs.driving_video is not None
             )
+            wanted = side_outputs(self.engine, params)
             prepared = self.engine.prepare(inputs, params)
             chunks = self.engine.plan(prepared)
-        first, carry = self._resume_point(job_id, chunks)
+        first, carry = self._resume_point(job_id, chunks, wanted)
         if first:
             log.info("job %s: resuming at chunk %d of %d", job_id, first, len(chunks))
         progress = Progress(
@@ -257,16 +309,23 @@ class ChunkRunner:
                 lease.check()
                 if self.jobs.cancel_requested(job_id):
                     break
+                outputs: ChunkOutputs = {}
                 with self._stage("render"):
-                    frames, carry = self.engine.render_chunk(prepared, chunk, carry)
+                    if wanted:
+                        frames, carry, outputs = self._output_engine.render_chunk_outputs(
+                            prepared, chunk, carry, wanted
+                        )
+                    else:
+                        frames, carry = self.engine.render_chunk(prepared, chunk, carry)
                 self.jobs.count_chunk_render(job_id, token)
+                check_chunk_outputs(chunk, wanted, outputs)
                 expected = (chunk.num_frames, prepared.height, prepared.width, 3)
                 if frames.shape != expected or frames.dtype != np.uint8:
                     raise RuntimeError(
                         f"engine returned {frames.dtype} {frames.shape} for chunk {chunk}, expected {expected}"
                     )
-                sink.put(chunk, frames, carry)
-                del frames
+                sink.put(chunk, frames, carry, outputs)
+                del frames, outputs
         except BaseException:
             sink.close(raise_error=False)  # stores what was handed over (a crash loses no more)
             raise
@@ -274,7 +333,35 @@ class ChunkRunner:
         if self.jobs.cancel_requested(job_id):
             return self._cancel(attempt)
         result = self._assemble(job_id, chunks, audio_bytes, prepared, lease)
+        result.outputs = self._write_outputs(job_id, chunks, prepared, wanted, lease)
         return self._finish(attempt, JobStatus.SUCCEEDED, result=result)
+
+    @property
+    def _output_engine(self) -> OutputEngine[Any, Any]:
+        assert isinstance(self.engine, OutputEngine)  # side_outputs checked it
+        return self.engine
+
+    def _write_outputs(
+        self, job_id: str, chunks: list[ChunkSpec], prepared: Any, wanted: frozenset[str], lease: LeaseKeeper
+    ) -> dict[str, OutputFile]:
+        """Each side output's file, from its chunks' arrays joined in order (axis 0: every frame)."""
+        files: dict[str, OutputFile] = {}
+        for name in sorted(wanted):
+            parts = [
+                _read_npz(self.storage.get_bytes(output_part_key(job_id, name, c.index))) for c in chunks
+            ]
+            keys = set(parts[0])
+            if any(set(part) != keys for part in parts):
+                raise RuntimeError(f"the chunks of output {name!r} hold different arrays")
+            joined = {key: np.concatenate([part[key] for part in parts]) for key in sorted(keys)}
+            del parts
+            with self._stage("encode"):
+                data = self._output_engine.write_output(prepared, name, joined)
+            lease.check()
+            with self._stage("upload"):
+                self.storage.put_bytes(output_key(job_id, name), data, "application/octet-stream")
+            files[name] = OutputFile(bytes=len(data))
+        return files
 
     def _assemble(
         self, job_id: str, chunks: list[ChunkSpec], audio_bytes: bytes, prepared: Any, lease: LeaseKeeper
@@ -312,13 +399,18 @@ class ChunkRunner:
         chunk: ChunkSpec,
         frames: npt.NDArray[np.uint8],
         carry: ChunkCarry,
+        outputs: ChunkOutputs,
     ) -> None:
-        """Checkpoint one rendered chunk: encode, store segment and carry, then record progress."""
+        """Checkpoint one rendered chunk: encode, store segment, side outputs and carry, then record
+        progress (the carry last: a resume trusts a chunk whose carry is stored)."""
         with self._stage("encode"):
             segment = encode_segment(frames, fps)
+            parts = {name: _npz(arrays) for name, arrays in outputs.items()}
         lease.check()
         with self._stage("upload"):
             self.storage.put_bytes(segment_key(job_id, chunk.index), segment, "video/mp4")
+            for name, part in parts.items():
+                self.storage.put_bytes(output_part_key(job_id, name, chunk.index), part)
             self.storage.put_bytes(carry_key(job_id, chunk.index), carry.to_bytes())
         progress.chunks_done, progress.frames_done = chunk.index + 1, chunk.stop
         progress.eta_s = clock.eta_s(chunk.index + 1)
@@ -374,7 +466,7 @@ class ChunkSink:
         self._threaded = threaded
         self._idle = threading.Semaphore(1)  # held from a hand-over until that chunk is stored
         self._ready = threading.Event()
-        self._handed: tuple[ChunkSpec, npt.NDArray[np.uint8], ChunkCarry] | None = None
+        self._handed: tuple[ChunkSpec, npt.NDArray[np.uint8], ChunkCarry, ChunkOutputs] | None = None
         self._closing = False
         self._failed = False
         self._error: BaseException | None = None
@@ -386,9 +478,11 @@ class ChunkSink:
             error, self._error = self._error, None
             raise error
 
-    def put(self, chunk: ChunkSpec, frames: npt.NDArray[np.uint8], carry: ChunkCarry) -> None:
+    def put(
+        self, chunk: ChunkSpec, frames: npt.NDArray[np.uint8], carry: ChunkCarry, outputs: ChunkOutputs
+    ) -> None:
         if not self._threaded:
-            self._store(chunk, frames, carry)
+            self._store(chunk, frames, carry, outputs)
             return
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name=f"parla-sink-{self._job_id}", daemon=True)
@@ -398,7 +492,7 @@ class ChunkSink:
             self._idle.release()
             self.raise_if_failed()
             raise RuntimeError("the chunk sink failed earlier")  # its error was raised already
-        self._handed = (chunk, frames, carry)
+        self._handed = (chunk, frames, carry, outputs)
         self._ready.set()
 
     def close(self, *, raise_error: bool = True) -> None:

@@ -8,10 +8,15 @@
 2. ``render_chunk``: the source's motion for the chunk's frames, keypoint composition (relative motion,
    retargeting, stitching), warp + decode in batches, resize or paste back. The ``ChunkCarry`` holds the
    motion source's continuity state, so chunked, one-shot and resumed renders are identical.
+
+A job may ask for its motion too (``outputs=["video", "motion"]``): the motion source's per-frame
+kp-info arrays, written as a ``parla-motion`` NPZ (``models.motion.kp_info``) with the frame they are
+applied relative to (``ref_*`` arrays) when the source is relative (driving video, motion models).
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +31,7 @@ from core.errors import InvalidInput, WeightsError
 from models.engine import (
     FEATURE_SAMPLE_RATE,
     ChunkCarry,
+    ChunkOutputs,
     ChunkSpec,
     Frames,
     RenderInputs,
@@ -37,12 +43,19 @@ from models.face import Face, FaceAnalyzer, MediaPipeFaceAnalyzer, PasteBack, se
 from models.liveportrait.checkpoint import LivePortraitModules, load_weights, missing_files
 from models.liveportrait.crop import crop_face, eye_close_ratios, lip_close_ratio
 from models.liveportrait.driving import DrivingVideoSource, driving_motion
-from models.liveportrait.motion_source import MotionSource, SourceCarry, StillSource
+from models.liveportrait.motion_source import (
+    MOTION_KEYS,
+    MotionFrames,
+    MotionSource,
+    SourceCarry,
+    StillSource,
+)
 from models.liveportrait.options import LivePortraitOptions
 from models.liveportrait.pipeline import LivePortraitPipeline, RetargetSettings, SourcePortrait, to_uint8
 from models.liveportrait.procedural import ProceduralAudioSource
 from models.motion.eyes import eye_attributes
 from models.motion.generator import MOTION_FPS, MotionGenerator, PortraitMotion
+from models.motion.kp_info import MotionSequence, write_motion_npz
 from models.motion.source import AudioMotionSource
 
 MIN_SIZE, MAX_SIZE = 64, 1024
@@ -63,6 +76,8 @@ class LivePortraitPrepared:
     motion: MotionSource
     settings: RetargetSettings
     paste: PasteBack | None
+    motion_name: str = "still"
+    """Where the motion comes from: ``driving``, ``procedural``, ``ditto``, ``joyvasa`` or ``still``."""
 
 
 def check_weights(weights_dir: Path) -> None:
@@ -237,6 +252,7 @@ class LivePortraitEngine:
             motion=motion,
             settings=settings,
             paste=paste,
+            motion_name=_motion_name(options),
         )
 
     def _motion_model_source(
@@ -297,6 +313,44 @@ class LivePortraitEngine:
         self, prepared: LivePortraitPrepared, chunk: ChunkSpec, carry: ChunkCarry | None
     ) -> tuple[Frames, ChunkCarry]:
         """Frames ``chunk.start .. chunk.stop`` as uint8 ``(F, height, width, 3)`` and the next carry."""
+        out, next_carry, _ = self._render(prepared, chunk, carry)
+        return out, next_carry
+
+    def render_chunk_outputs(
+        self,
+        prepared: LivePortraitPrepared,
+        chunk: ChunkSpec,
+        carry: ChunkCarry | None,
+        outputs: frozenset[str],
+    ) -> tuple[Frames, ChunkCarry, ChunkOutputs]:
+        """``render_chunk`` and the chunk's motion (``outputs`` is ``{"motion"}``: all it makes)."""
+        out, next_carry, motion = self._render(prepared, chunk, carry)
+        return out, next_carry, {"motion": _motion_arrays(motion)} if "motion" in outputs else {}
+
+    def write_output(
+        self, prepared: LivePortraitPrepared, name: str, arrays: dict[str, npt.NDArray[Any]]
+    ) -> bytes:
+        """The job's motion as a ``parla-motion`` NPZ (the only output besides the video it makes)."""
+        if name != "motion":
+            raise ValueError(f"the liveportrait engine makes no {name!r} output")
+        reference = prepared.motion.reference
+        extra = {key: value for key, value in arrays.items() if key not in MOTION_KEYS}
+        if reference is not None:
+            extra.update({f"ref_{key}": value for key, value in _motion_arrays(reference).items()})
+        buffer = io.BytesIO()
+        write_motion_npz(
+            buffer,
+            MotionSequence.from_arrays(arrays),
+            prepared.fps,
+            prepared.motion_name,
+            applied="absolute" if reference is None else "relative",
+            extra_arrays=extra,
+        )
+        return buffer.getvalue()
+
+    def _render(
+        self, prepared: LivePortraitPrepared, chunk: ChunkSpec, carry: ChunkCarry | None
+    ) -> tuple[Frames, ChunkCarry, MotionFrames]:
         state = _source_carry(carry, chunk)
         frames, state = prepared.motion.frames(chunk.start, chunk.stop, state)
         kp = self.pipeline.driving_keypoints(
@@ -315,7 +369,27 @@ class LivePortraitEngine:
         else:
             out = rendered
         arrays = {_CARRY_PREFIX + key: value for key, value in state.items()}
-        return out, ChunkCarry(arrays=arrays, meta={"next_frame": chunk.stop})
+        return out, ChunkCarry(arrays=arrays, meta={"next_frame": chunk.stop}), frames
+
+
+def _motion_name(options: LivePortraitOptions) -> str:
+    if options.head_motion == "driving":
+        return "driving"
+    if options.motion_model != "procedural":
+        return str(options.motion_model)
+    return "procedural" if options.head_motion == "audio" else "still"
+
+
+def _motion_arrays(motion: MotionFrames) -> dict[str, npt.NDArray[Any]]:
+    """A chunk's motion as named float32 arrays (kp-info, plus the eye/lip ratios when it has them)."""
+    arrays: dict[str, npt.NDArray[Any]] = {
+        key: np.asarray(getattr(motion, key), np.float32).copy() for key in MOTION_KEYS
+    }
+    for key in ("eye_ratio", "lip_ratio"):
+        value = getattr(motion, key)
+        if value is not None:
+            arrays[key] = np.asarray(value, np.float32).copy()
+    return arrays
 
 
 def crop_landmarks(

@@ -1,6 +1,6 @@
 """Live previews of a job from its finished chunks: an HLS playlist, a progressive MP4, a thumbnail.
 
-The worker stores every finished chunk as an H.264 MP4 segment (``worker.runner.segment_key``)
+The worker stores every finished chunk as an H.264 MP4 segment (``core.storage.segment_key``)
 before it records the chunk in the job's progress, so the first ``progress.chunks_done`` segments
 can be served while the job still renders. Two forms, both with the speech as AAC:
 
@@ -40,7 +40,7 @@ from starlette.background import BackgroundTask
 from core.errors import Conflict, NotFound
 from core.jobs import Job
 from core.media import assemble_mp4, fps_fraction
-from core.storage import Storage, job_key
+from core.storage import Storage, job_key, segment_key
 from service.deps import Services, ServicesDep, TenantDep
 from service.openapi import PLAYLIST_ERRORS, PREVIEW_ERRORS, SEGMENT_ERRORS, JobId
 
@@ -54,12 +54,6 @@ have negative timestamps in the first segment and make the muxer shift that segm
 _FRAMES_CACHE_SIZE = 4096
 _frames_cache: OrderedDict[tuple[str, int], int] = OrderedDict()
 _frames_lock = Lock()
-
-
-def segment_key(job_id: str, index: int) -> str:
-    """Storage key of a finished chunk: ``worker.runner.segment_key``'s (not imported: the API stays
-    free of the worker's engine imports; a test holds the two equal)."""
-    return job_key(job_id, "segments", f"{index:05d}.mp4")
 
 
 def segment_frames(storage: Storage, job_id: str, index: int) -> int:

@@ -23,6 +23,7 @@ OPERATIONS = {
     ("post", "/v1/videos/{job_id}/cancel"): "cancel_video",
     ("get", "/v1/videos/{job_id}/video"): "download_video",
     ("head", "/v1/videos/{job_id}/video"): "download_video_head",
+    ("get", "/v1/videos/{job_id}/outputs/{name}"): "download_output",
     ("get", "/v1/videos/{job_id}/stream.m3u8"): "get_stream_playlist",
     ("get", "/v1/videos/{job_id}/stream/{index}.ts"): "get_stream_segment",
     ("get", "/v1/videos/{job_id}/preview.mp4"): "get_preview",
