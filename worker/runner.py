@@ -344,24 +344,52 @@ class ChunkRunner:
     def _write_outputs(
         self, job_id: str, chunks: list[ChunkSpec], prepared: Any, wanted: frozenset[str], lease: LeaseKeeper
     ) -> dict[str, OutputFile]:
-        """Each side output's file, from its chunks' arrays joined in order (axis 0: every frame)."""
+        """Each side output's file, from its chunks' arrays joined in order (axis 0: every frame).
+
+        The arrays are joined into memory-mapped files and the engine writes the output into a
+        file: memory holds one chunk's part at a time, whatever the length of the job.
+        """
         files: dict[str, OutputFile] = {}
         for name in sorted(wanted):
-            parts = [
-                _read_npz(self.storage.get_bytes(output_part_key(job_id, name, c.index))) for c in chunks
-            ]
-            keys = set(parts[0])
-            if any(set(part) != keys for part in parts):
-                raise RuntimeError(f"the chunks of output {name!r} hold different arrays")
-            joined = {key: np.concatenate([part[key] for part in parts]) for key in sorted(keys)}
-            del parts
-            with self._stage("encode"):
-                data = self._output_engine.write_output(prepared, name, joined)
-            lease.check()
-            with self._stage("upload"):
-                self.storage.put_bytes(output_key(job_id, name), data, "application/octet-stream")
-            files[name] = OutputFile(bytes=len(data))
+            with tempfile.TemporaryDirectory(prefix="parla-out-") as tmp:
+                joined = self._join_parts(job_id, name, chunks, Path(tmp))
+                path = Path(tmp) / f"{name}.npz"
+                with self._stage("encode"), path.open("wb") as handle:
+                    self._output_engine.write_output(prepared, name, joined, handle)
+                del joined
+                lease.check()
+                with self._stage("upload"):
+                    self.storage.put_file(output_key(job_id, name), path, "application/octet-stream")
+                files[name] = OutputFile(bytes=path.stat().st_size)
         return files
+
+    def _join_parts(
+        self, job_id: str, name: str, chunks: list[ChunkSpec], tmp: Path
+    ) -> dict[str, npt.NDArray[Any]]:
+        total = chunks[-1].stop - chunks[0].start
+        joined: dict[str, npt.NDArray[Any]] = {}
+        row = 0
+        for chunk in chunks:
+            part = _read_npz(self.storage.get_bytes(output_part_key(job_id, name, chunk.index)))
+            if not joined:
+                joined = {
+                    key: np.lib.format.open_memmap(  # type: ignore[no-untyped-call]
+                        tmp / f"{index}.npy", mode="w+", dtype=array.dtype, shape=(total, *array.shape[1:])
+                    )
+                    for index, (key, array) in enumerate(sorted(part.items()))
+                }
+            if set(part) != set(joined):
+                raise RuntimeError(f"the chunks of output {name!r} hold different arrays")
+            for key, array in part.items():
+                target = joined[key]
+                if array.dtype != target.dtype or array.shape[1:] != target.shape[1:]:
+                    raise RuntimeError(
+                        f"output {name!r}: chunk {chunk.index}'s {key} is {array.dtype} {array.shape}, "
+                        f"chunk 0's {target.dtype} {target.shape[1:]} per frame"
+                    )
+                target[row : row + chunk.num_frames] = array
+            row += chunk.num_frames
+        return joined
 
     def _assemble(
         self, job_id: str, chunks: list[ChunkSpec], audio_bytes: bytes, prepared: Any, lease: LeaseKeeper

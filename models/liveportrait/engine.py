@@ -16,11 +16,10 @@ applied relative to (``ref_*`` arrays) when the source is relative (driving vide
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import cv2
 import numpy as np
@@ -328,8 +327,8 @@ class LivePortraitEngine:
         return out, next_carry, {"motion": _motion_arrays(motion)} if "motion" in outputs else {}
 
     def write_output(
-        self, prepared: LivePortraitPrepared, name: str, arrays: dict[str, npt.NDArray[Any]]
-    ) -> bytes:
+        self, prepared: LivePortraitPrepared, name: str, arrays: dict[str, npt.NDArray[Any]], target: BinaryIO
+    ) -> None:
         """The job's motion as a ``parla-motion`` NPZ (the only output besides the video it makes)."""
         if name != "motion":
             raise ValueError(f"the liveportrait engine makes no {name!r} output")
@@ -337,16 +336,14 @@ class LivePortraitEngine:
         extra = {key: value for key, value in arrays.items() if key not in MOTION_KEYS}
         if reference is not None:
             extra.update({f"ref_{key}": value for key, value in _motion_arrays(reference).items()})
-        buffer = io.BytesIO()
         write_motion_npz(
-            buffer,
+            target,
             MotionSequence.from_arrays(arrays),
             prepared.fps,
             prepared.motion_name,
             applied="absolute" if reference is None else "relative",
             extra_arrays=extra,
         )
-        return buffer.getvalue()
 
     def _render(
         self, prepared: LivePortraitPrepared, chunk: ChunkSpec, carry: ChunkCarry | None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -28,9 +28,17 @@ from worker.runner import ChunkRunner
 class LevelEngine(PatternEngine):
     """The pattern engine, which also returns the level of its bar per frame as output ``landmarks``."""
 
-    def __init__(self, *, rows_off_by: int = 0, fail_at: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        rows_off_by: int = 0,
+        fail_at: int | None = None,
+        wider_from: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.rows_off_by = rows_off_by
+        self.wider_from = wider_from
         self.fail_at = fail_at
         self.rendered: list[int] = []
 
@@ -43,14 +51,15 @@ class LevelEngine(PatternEngine):
         frames, next_carry = self.render_chunk(prepared, chunk, carry)
         bars = (frames[:, :, 0, 0] == 255).sum(axis=1).astype(np.float32)  # bar height per frame
         rows = chunk.num_frames + self.rows_off_by
-        return frames, next_carry, {"landmarks": {"bar": np.resize(bars, rows), "index": np.arange(rows)}}
+        bar = np.resize(bars, rows)
+        if self.wider_from is not None and chunk.index >= self.wider_from:
+            bar = np.stack([bar, bar], axis=1)  # a later chunk's arrays change shape
+        return frames, next_carry, {"landmarks": {"bar": bar, "index": np.arange(rows)}}
 
     def write_output(
-        self, prepared: PatternPrepared, name: str, arrays: dict[str, npt.NDArray[Any]]
-    ) -> bytes:
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays, frames=np.array([prepared.num_frames]))
-        return buffer.getvalue()
+        self, prepared: PatternPrepared, name: str, arrays: dict[str, npt.NDArray[Any]], target: BinaryIO
+    ) -> None:
+        np.savez(target, **arrays, frames=np.array([prepared.num_frames]))
 
 
 @pytest.fixture()
@@ -147,3 +156,15 @@ def test_a_resumed_job_gives_the_same_output_and_renders_a_chunk_whose_part_was_
     assert storage.get_bytes(job_key(job_id, "video.mp4")) == storage.get_bytes(
         job_key(reference, "video.mp4")
     )
+
+
+def test_chunks_whose_arrays_change_shape_fail_the_job_when_joined(
+    jobs: JobStore, storage: LocalStorage
+) -> None:
+    job_id = new_job(jobs, storage, ["video", "landmarks"])
+    assert (
+        ChunkRunner(LevelEngine(chunk_frames=8, wider_from=3), jobs, storage).run(job_id) == JobStatus.FAILED
+    )
+    error = jobs.get(job_id).error
+    assert error is not None and error.code == "engine_error" and "chunk 3's bar" in error.message
+    assert not storage.exists(output_key(job_id, "landmarks"))

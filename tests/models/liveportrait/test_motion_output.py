@@ -69,7 +69,9 @@ def test_the_motion_file_reads_back_with_every_frame(
 ) -> None:
     prepared = _prepare(engine, **options)
     _, arrays = _render_with_motion(engine, prepared)
-    data = engine.write_output(prepared, "motion", arrays)
+    buffer = io.BytesIO()
+    engine.write_output(prepared, "motion", arrays, buffer)
+    data = buffer.getvalue()
     motion, meta = read_motion_npz(data)
     assert motion.num_frames == prepared.num_frames == 30
     assert meta["fps"] == 25.0 and meta["model"] == model and meta["num_frames"] == 30
@@ -91,4 +93,4 @@ def test_motion_differs_between_frames_when_the_audio_drives_it(engine: LivePort
 def test_an_output_it_does_not_make_is_refused(engine: LivePortraitEngine) -> None:
     prepared = _prepare(engine)
     with pytest.raises(ValueError, match="no 'landmarks' output"):
-        engine.write_output(prepared, "landmarks", {})
+        engine.write_output(prepared, "landmarks", {}, io.BytesIO())
