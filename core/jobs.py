@@ -12,7 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 OutputName = Literal["video", "motion", "landmarks"]
 """What a job can produce (``RenderOptions.outputs``); the same names as ``models.engine.OutputName``."""
 
-WebhookEvent = Literal["video.started", "video.progress", "video.succeeded", "video.failed", "video.canceled"]
+WebhookEvent = Literal[
+    "video.started", "video.progress", "video.chunk", "video.succeeded", "video.failed", "video.canceled"
+]
 MAX_METADATA_BYTES = 4096
 """Size of ``metadata`` as compact UTF-8 JSON (what is stored), not as escaped ASCII."""
 MAX_METADATA_DEPTH = 8
@@ -84,7 +86,9 @@ class RenderOptions(BaseModel):
     )
     webhook_url: str | None = Field(None, max_length=2048, description="URL that receives the job's events.")
     webhook_events: list[WebhookEvent] | None = Field(
-        None, description="Events to send; default: the terminal ones."
+        None,
+        description="Events to send; default: the terminal ones. `video.progress` and `video.chunk` "
+        "(a stored chunk, with its preview links) are opt-in, throttled and best-effort.",
     )
     metadata: dict[str, Any] | None = Field(
         None,

@@ -175,6 +175,7 @@ def run_worker(settings: Settings, burst: bool = False) -> None:
         metrics,
         lambda job_id: video_url(storage, settings, job_id),
         wake=dispatcher.notify if dispatcher else None,
+        api_url=settings.public_url or f"http://{settings.host}:{settings.port}",
     )
     limiter = RateLimiter(
         connection,

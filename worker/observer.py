@@ -51,6 +51,9 @@ class WorkerObserver:
             log.exception("job %s: observing %s failed", job.id, event_type)
         self.notifier.job_event(event_type, job)
 
+    def chunk_stored(self, job: Job, index: int, start: int, stop: int) -> None:
+        self.notifier.chunk_stored(job, index, start, stop)
+
     def _observe(self, event_type: str, job: Job) -> None:
         assert self.metrics is not None
         if event_type == "video.started" and job.started_at is not None:

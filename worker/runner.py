@@ -59,11 +59,15 @@ class RunnerObserver(Protocol):
     """Hooks for webhooks and metrics; every method must return quickly and never raise."""
 
     def job_event(self, event_type: str, job: Job) -> None: ...
+    def chunk_stored(self, job: Job, index: int, start: int, stop: int) -> None: ...
     def stage_seconds(self, stage: str, seconds: float) -> None: ...
 
 
 class NullObserver:
     def job_event(self, event_type: str, job: Job) -> None:
+        return None
+
+    def chunk_stored(self, job: Job, index: int, start: int, stop: int) -> None:
         return None
 
     def stage_seconds(self, stage: str, seconds: float) -> None:
@@ -443,7 +447,9 @@ class ChunkRunner:
         progress.chunks_done, progress.frames_done = chunk.index + 1, chunk.stop
         progress.eta_s = clock.eta_s(chunk.index + 1)
         self.jobs.set_progress(job_id, progress, token)
-        self.observer.job_event("video.progress", self.jobs.get(job_id))
+        job = self.jobs.get(job_id)
+        self.observer.job_event("video.progress", job)
+        self.observer.chunk_stored(job, chunk.index, chunk.start, chunk.stop)
 
     def _cancel(self, attempt: Attempt) -> JobStatus | None:
         log.info("job %s: canceled", attempt.job.id)

@@ -136,7 +136,17 @@ def test_webhook_events_are_in_the_webhooks_section(spec: dict[str, Any]) -> Non
         assert headers == {"webhook-id", "webhook-timestamp", "webhook-signature"}
         schema = operation["requestBody"]["content"]["application/json"]["schema"]
         assert schema["properties"]["type"] == {"type": "string", "const": event}
-        assert schema["properties"]["data"]["$ref"] == "#/components/schemas/Job"
+        data = schema["properties"]["data"]
+        if event == "video.chunk":
+            job, chunk = data["allOf"]
+            assert job["$ref"] == "#/components/schemas/Job" and chunk["required"] == ["chunk"]
+            assert chunk["properties"]["chunk"]["$ref"] == "#/components/schemas/WebhookChunk"
+        else:
+            assert data["$ref"] == "#/components/schemas/Job"
+    chunk_fields = spec["components"]["schemas"]["WebhookChunk"]["properties"]
+    assert {"index", "frames", "segment_url", "playlist_url", "preview_url", "thumbnail_url"} <= set(
+        chunk_fields
+    )
 
 
 @pytest.fixture()

@@ -67,6 +67,36 @@ class VideoResult:
 
 
 @dataclass(frozen=True)
+class Chunk:
+    """The chunk a ``video.chunk`` webhook is about: its frames and where to watch it.
+
+    The links are API routes and take the same API key (``Client.download`` style requests).
+    """
+
+    index: int
+    start_frame: int
+    stop_frame: int
+    frames: int
+    segment_url: str
+    playlist_url: str
+    preview_url: str
+    thumbnail_url: str
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Chunk:
+        return cls(
+            int(data["index"]),
+            int(data["start_frame"]),
+            int(data["stop_frame"]),
+            int(data["frames"]),
+            str(data["segment_url"]),
+            str(data["playlist_url"]),
+            str(data["preview_url"]),
+            str(data["thumbnail_url"]),
+        )
+
+
+@dataclass(frozen=True)
 class JobError:
     code: str
     message: str
