@@ -8,11 +8,12 @@ can be served while the job still renders. Two forms, both with the speech as AA
   finished chunks, which gets ``#EXT-X-ENDLIST`` (and so plays as a VOD) once the job has ended.
   Each segment is the stored chunk remuxed (no re-encode) into MPEG-TS with its slice of the speech,
   timestamps continuing from the previous chunk: what Safari, iOS, Android, recent Chromium (its
-  own player; tested), hls.js, VLC and ffmpeg play. A ``<video src>`` sends no ``Authorization``
-  header, though, and Firefox plays HLS only through a player library.
+  own player; tested), hls.js (the playground's player; tested), VLC and ffmpeg play. A
+  ``<video src>`` sends no ``Authorization`` header, though, and Firefox plays HLS only through a
+  player library.
 - ``GET /v1/videos/{id}/preview.mp4``: the finished chunks so far as one MP4 with the speech cut to
-  them. Any ``<video>`` plays it without a library, which is why the playground uses it (it fetches
-  it again as chunks arrive).
+  them. Any ``<video>`` plays it without a library or MSE: the playground's fallback (it fetches it
+  again as chunks arrive).
 - ``GET /v1/videos/{id}/thumbnail.jpg``: the first rendered frame.
 
 Nothing is stored: each answer is built from one chunk (TS segment, thumbnail) or streamed through
