@@ -228,6 +228,7 @@ async function follow(jobId) {
     $("eta").textContent = rate > 0 ? `about ${formatEta((p.frames_total - p.frames_done) / rate)} left` : "";
   }
   if (p.chunks_done > state.shownChunks && job.status !== "succeeded") showPreview(job);
+  if (state.hls) $("preview-chunks").textContent = `${p.chunks_done}/${p.chunks_total} chunks`;  // hls.js follows the playlist
   if (["succeeded", "failed", "canceled"].includes(job.status)) { finished(job); return; }
   setTimeout(() => follow(jobId), 400);
 }
@@ -280,9 +281,7 @@ async function startStream(job) {
   const hls = new window.Hls({ startPosition: 0, xhrSetup: (xhr) => { if (key) xhr.setRequestHeader("Authorization", key); } });
   state.hls = hls;
   hls.on(window.Hls.Events.LEVEL_UPDATED, (_, data) => {
-    const segments = data.details.fragments.length;
-    $("preview-chunks").textContent = `${segments}/${state.job.progress.chunks_total} chunks`;
-    note("stream-playlist", { segments, live: data.details.live, status: state.job.status });
+    note("stream-playlist", { segments: data.details.fragments.length, live: data.details.live, status: state.job.status });
   });
   hls.on(window.Hls.Events.ERROR, (_, data) => {
     if (!data.fatal) { note("stream-stall", { details: data.details }); return; }  // hls.js recovers

@@ -14,6 +14,7 @@ import pytest
 
 from service.stack import Stack
 from tests.e2e.browser import Chromium
+from tests.e2e.test_stack import wait_for
 from tests.media import image_bytes, wav_bytes
 
 pytestmark = pytest.mark.e2e
@@ -222,7 +223,8 @@ def test_hlsjs_plays_the_live_stream_from_its_first_segments(tmp_path: Path) -> 
             " const hls = new Hls({ startPosition: 0, xhrSetup: (xhr) =>"
             f" xhr.setRequestHeader('Authorization', 'Bearer {KEY}') }});"
             " hls.on(Hls.Events.LEVEL_LOADED, (_, d) => { if (window.firstSegments === null)"
-            " window.firstSegments = [d.details.fragments.length, d.details.live]; });"
+            " window.firstSegments = [d.details.fragments.length, d.details.live];"
+            " window.lastLevel = [d.details.fragments.length, d.details.live]; });"
             f" hls.loadSource('/v1/videos/{job_id}/stream.m3u8'); hls.attachMedia(v); v.play(); }})()"
         )
         browser.wait_for("document.getElementById('hls').currentTime > 0", timeout_s=30)
@@ -232,3 +234,10 @@ def test_hlsjs_plays_the_live_stream_from_its_first_segments(tmp_path: Path) -> 
         assert browser.evaluate("document.getElementById('hls').videoWidth") == 128
         browser.wait_for("document.getElementById('hls').webkitAudioDecodedByteCount > 0", timeout_s=30)
         assert not browser.evaluate("document.getElementById('hls').error")
+        # It keeps reloading the live playlist: once the job ends, all 10 chunks and the end (VOD).
+        wait_for(api, job_id, lambda job: job["status"] == "succeeded")
+        assert browser.wait_for("window.lastLevel[1] === false && window.lastLevel", timeout_s=30) == [
+            10,
+            False,
+        ]
+        assert abs(browser.evaluate("document.getElementById('hls').duration") - 4.0) < 0.15
