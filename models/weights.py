@@ -235,6 +235,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.motion_models and args.engine != "liveportrait":
+        print("--motion-models belongs to the liveportrait engine", file=sys.stderr)
+        return 2
     if weights_check(args.engine) is None:
         print(f"engine {args.engine!r} loads no weights")
         return 0

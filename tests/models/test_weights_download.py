@@ -177,6 +177,9 @@ def test_downloads_are_refused_offline_and_sources_cover_every_layout(
             assert first in targets or any(Path(first).match(t) for t in targets), (engine, name)
     with pytest.raises(ValueError, match="motion models belong"):
         sources_for("vexpress", ("ditto",))
+    assert main(["check", "vexpress", str(tmp_path), "--motion-models", "ditto"]) == 2
+    assert main(["layout", "liveportrait", "--motion-models", "ditto"]) == 0
+    assert "ditto_pytorch/models/lmdm_v0.4_hubert.pth" in capsys.readouterr().out
     assert set(MOTION_SOURCES) == {"ditto", "joyvasa"} and {"hallo", "aniportrait"} <= set(WEIGHT_SOURCES)
     assert main(["sources", "liveportrait", "--motion-models", "joyvasa"]) == 0
     assert "TencentGameMate/chinese-hubert-base@main" in capsys.readouterr().out
