@@ -158,8 +158,8 @@ def test_chunk_webhooks_link_to_the_live_preview(
         PARLA_WEBHOOK_SECRET=SECRET,
         PARLA_WEBHOOK_ALLOW_HTTP="true",
         PARLA_WEBHOOK_ALLOW_PRIVATE_NETWORKS="true",
-        # 5 frames a chunk, 1.1 s a chunk: past the 1 s throttle, so every chunk gets its event
-        PARLA_ENGINE_CONFIG=json.dumps({"chunk_frames": 5, "frame_delay_s": 0.22}),
+        # 5 frames a chunk, 1.5 s a chunk: well past the 1 s throttle, so every chunk gets its event
+        PARLA_ENGINE_CONFIG=json.dumps({"chunk_frames": 5, "frame_delay_s": 0.3}),
     )
     with Stack(env, workers=1, state_dir=tmp_path) as stack:
         client = httpx.Client(base_url=stack.base_url, timeout=30)
