@@ -204,3 +204,27 @@ def test_the_cli_progress_bar_estimates_the_time_left() -> None:
     assert isinstance(bar.stream, io.StringIO)
     line = bar.stream.getvalue()
     assert "vid_1 running" in line and "30%" in line and "3/10 chunks" in line and line.endswith("\n")
+
+
+def test_outputs_are_sent_parsed_and_downloaded(tmp_path: Path) -> None:
+    seen: list[httpx.Request] = []
+    result = {"duration_s": 1, "fps": 25, "frames": 25, "width": 64, "height": 64, "bytes": 9}
+    motion = {"url": "http://parla.test/v1/videos/vid_1/outputs/motion", "bytes": 5}
+    finished = {**JOB, "status": "succeeded", "result": {**result, "outputs": {"motion": motion}}}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.method == "POST":
+            return httpx.Response(202, json=JOB)
+        if request.url.path.endswith("/outputs/motion"):
+            return httpx.Response(200, content=b"npz!!")
+        return httpx.Response(200, json=finished)
+
+    client = Client(http=httpx.Client(base_url="http://parla.test", transport=httpx.MockTransport(handler)))
+    client.submit(b"png", b"wav", engine="liveportrait", outputs=["video", "motion"])
+    assert b'name="outputs"\r\n\r\n["video", "motion"]' in seen[0].read()
+    job = client.get("vid_1")
+    assert job.result is not None and job.result.outputs["motion"].bytes == 5
+    assert job.result.outputs["motion"].url == motion["url"]
+    assert client.download_output("vid_1", "motion") == b"npz!!"
+    assert client.download_output("vid_1", "motion", tmp_path / "m.npz") == tmp_path / "m.npz"
