@@ -66,16 +66,18 @@ class LivePortraitPrepared:
 
 
 def check_weights(weights_dir: Path) -> None:
-    """Raises `WeightsError` naming every missing file, unless `weights_dir` holds our converted layout."""
+    """Raises `WeightsError` naming every missing file, unless `weights_dir` holds our converted layout
+    or Ditto's complete layout of the same networks (`models.liveportrait.checkpoint.DITTO_FILES`)."""
     weights_dir = Path(weights_dir)
-    if (weights_dir / "manifest.json").is_file():
+    if (weights_dir / "manifest.json").is_file() or not missing_files(weights_dir, "ditto"):
         return
     missing = missing_files(weights_dir)
     if missing:
         raise WeightsError(
             f"the liveportrait engine needs the published LivePortrait files under {weights_dir}: missing "
             + ", ".join(missing)
-            + " (download KwaiVGI/LivePortrait's pretrained_weights/liveportrait, or convert them with "
+            + " (download KwaiVGI/LivePortrait's pretrained_weights/liveportrait, or Ditto's ditto_pytorch/models "
+            "from digital-avatar/ditto-talkinghead, or convert them with "
             "models.liveportrait.checkpoint.convert_to_safetensors)"
         )
 
