@@ -39,6 +39,7 @@ from models.liveportrait.crop import crop_face, eye_close_ratios, lip_close_rati
 from models.liveportrait.driving import DrivingVideoSource, driving_motion
 from models.liveportrait.motion_source import MotionSource, SourceCarry, StillSource
 from models.liveportrait.options import LivePortraitOptions
+from models.liveportrait.paste import LivePortraitPasteBack
 from models.liveportrait.pipeline import LivePortraitPipeline, RetargetSettings, SourcePortrait, to_uint8
 from models.liveportrait.procedural import ProceduralAudioSource
 from models.motion.eyes import eye_attributes
@@ -216,7 +217,7 @@ class LivePortraitEngine:
 
         # 4. Output geometry: the render is the 512-pixel crop, pasted back or resized.
         paste = (
-            PasteBack(image, self.pipeline.config.output_size, crop.matrix)
+            LivePortraitPasteBack(image, self.pipeline.config.output_size, crop.matrix)
             if params.framing == "full"
             else None
         )
