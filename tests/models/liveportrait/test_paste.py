@@ -79,3 +79,27 @@ def test_feathering_blends_linearly_across_the_edge() -> None:
     assert np.abs(region - expected).max() <= 1  # float rounding at integer boundaries only
     ramp = (alpha > 0.2) & (alpha < 0.8)  # away from the crop's own edge (bilinear with the border)
     assert ramp.sum() > 100 and ((region[ramp] > 40) & (region[ramp] < 240)).all()
+
+
+def test_the_engine_pastes_back_with_the_reference_mask(one_torch_thread: None) -> None:
+    from models.engine import RenderInputs, RenderParams
+    from models.liveportrait.engine import tiny_engine
+    from models.liveportrait.options import LivePortraitOptions
+    from models.liveportrait.testing import SyntheticFaceAnalyzer
+    from tests.media import tone_samples
+
+    engine = tiny_engine(seed=0, face_analyzer=SyntheticFaceAnalyzer(extent=0.2), motion_models=())
+    photo = (np.random.default_rng(2).random((160, 128, 3)) * 200 + 40).astype(np.uint8)
+    params = RenderParams(LivePortraitOptions(), fps=10.0, size=96, seed=0, framing="full")
+    prepared = engine.prepare(RenderInputs(image=photo, audio=tone_samples(0.4)), params)
+    assert isinstance(prepared.paste, LivePortraitPasteBack)
+    frames, _ = engine.render_chunk(prepared, engine.plan(prepared)[0], None)
+    paste = prepared.paste
+    rx0, ry0, rx1, ry1 = paste.roi
+    alpha = np.zeros(photo.shape[:2], np.float32)
+    alpha[ry0:ry1, rx0:rx1] = paste.alpha[..., 0]
+    outside, inside = alpha == 0, alpha == 1
+    assert outside.any() and inside.any()
+    for frame in frames:
+        np.testing.assert_array_equal(frame[outside], photo[outside])  # the photo, bit for bit
+    assert np.abs(frames[0][inside].astype(int) - photo[inside]).mean() > 5  # the render
