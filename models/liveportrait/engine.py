@@ -50,10 +50,11 @@ from models.liveportrait.motion_source import (
     StillSource,
 )
 from models.liveportrait.options import LivePortraitOptions
+from models.liveportrait.paste import LivePortraitPasteBack
 from models.liveportrait.pipeline import LivePortraitPipeline, RetargetSettings, SourcePortrait, to_uint8
 from models.liveportrait.procedural import ProceduralAudioSource
 from models.motion.eyes import eye_attributes
-from models.motion.generator import MOTION_FPS, MotionGenerator, PortraitMotion
+from models.motion.generator import MotionGenerator, PortraitMotion
 from models.motion.kp_info import MotionSequence, write_motion_npz
 from models.motion.source import AudioMotionSource
 
@@ -80,16 +81,18 @@ class LivePortraitPrepared:
 
 
 def check_weights(weights_dir: Path) -> None:
-    """Raises `WeightsError` naming every missing file, unless `weights_dir` holds our converted layout."""
+    """Raises `WeightsError` naming every missing file, unless `weights_dir` holds our converted layout
+    or Ditto's complete layout of the same networks (`models.liveportrait.checkpoint.DITTO_FILES`)."""
     weights_dir = Path(weights_dir)
-    if (weights_dir / "manifest.json").is_file():
+    if (weights_dir / "manifest.json").is_file() or not missing_files(weights_dir, "ditto"):
         return
     missing = missing_files(weights_dir)
     if missing:
         raise WeightsError(
             f"the liveportrait engine needs the published LivePortrait files under {weights_dir}: missing "
             + ", ".join(missing)
-            + " (download KwaiVGI/LivePortrait's pretrained_weights/liveportrait, or convert them with "
+            + " (download KwaiVGI/LivePortrait's pretrained_weights/liveportrait, or Ditto's ditto_pytorch/models "
+            "from digital-avatar/ditto-talkinghead, or convert them with "
             "models.liveportrait.checkpoint.convert_to_safetensors)"
         )
 
@@ -112,6 +115,8 @@ class LivePortraitEngine:
             to start (`WeightsError`) when a file is missing. A job asking for a motion model that
             is not loaded is refused at prepare.
         motion_weights_dir: root of the motion models' layouts (default: `weights_dir`).
+        motion_dtype: "fp32" (default), "fp16" or "bf16" for the motion models on CUDA (their
+            denoisers and JoyVASA's HuBERT; Ditto's HuBERT is an fp32 ONNX graph); always fp32 on CPU.
         motion_generator: already built motion models (tiny random ones for tests); with it,
             `motion_models` names which of them jobs may use (default: those it has).
     """
@@ -133,15 +138,18 @@ class LivePortraitEngine:
         motion_models: Sequence[str] | None = None,
         motion_weights_dir: Path | str | None = None,
         motion_generator: MotionGenerator | None = None,
+        motion_dtype: str | None = None,
     ) -> None:
         if chunk_seconds <= 0 or batch_size < 1:
             raise ValueError(
                 f"chunk_seconds must be > 0 and batch_size >= 1, got {chunk_seconds}, {batch_size}"
             )
-        if dtype is not None and dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        for label, value in (("dtype", dtype), ("motion_dtype", motion_dtype)):
+            if value is not None and value not in DTYPES:
+                raise ValueError(f"{label} must be one of {sorted(DTYPES)}, got {value!r}")
         on_cuda = torch.device(device).type == "cuda"
         torch_dtype = DTYPES[dtype or "fp16"] if on_cuda else torch.float32
+        motion_torch_dtype = DTYPES[motion_dtype or "fp32"] if on_cuda else torch.float32
         if modules is None:
             if weights_dir is None:
                 raise WeightsError(
@@ -154,7 +162,7 @@ class LivePortraitEngine:
         self.chunk_seconds = chunk_seconds
         self.batch_size = batch_size
         self.motion_generator, self.motion_models = _motion_models(
-            motion_models, motion_generator, motion_weights_dir or weights_dir, device
+            motion_models, motion_generator, motion_weights_dir or weights_dir, device, motion_torch_dtype
         )
 
     def warmup(self) -> None:
@@ -228,7 +236,7 @@ class LivePortraitEngine:
 
         # 4. Output geometry: the render is the 512-pixel crop, pasted back or resized.
         paste = (
-            PasteBack(image, self.pipeline.config.output_size, crop.matrix)
+            LivePortraitPasteBack(image, self.pipeline.config.output_size, crop.matrix)
             if params.framing == "full"
             else None
         )
@@ -272,12 +280,6 @@ class LivePortraitEngine:
                 f'its weights must be configured (motion_models=["{model}"]) with its published files',
                 code="invalid_params",
             )
-        if float(params.fps) != MOTION_FPS:
-            raise InvalidInput(
-                f'motion_model "{model}" generates {MOTION_FPS} frames/s: the job must have fps={MOTION_FPS}, '
-                f"not {params.fps:g}",
-                code="invalid_params",
-            )
         if inputs.sample_rate != FEATURE_SAMPLE_RATE:
             raise InvalidInput(
                 f"motion models need {FEATURE_SAMPLE_RATE} Hz audio, got {inputs.sample_rate}",
@@ -300,6 +302,7 @@ class LivePortraitEngine:
             np.asarray(inputs.audio, np.float32),
             num_frames,
             seed=int(params.seed),
+            fps=float(params.fps),  # the models' 25 fps motion is resampled to the job's rate
         )
         return source
 
@@ -408,6 +411,7 @@ def _motion_models(
     generator: MotionGenerator | None,
     weights_dir: Path | str | None,
     device: str,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[MotionGenerator | None, tuple[str, ...]]:
     from models.motion.weights import check_motion_models, load_motion_generator
 
@@ -425,7 +429,7 @@ def _motion_models(
         raise WeightsError(
             f"motion_models {list(wanted)} need motion_weights_dir or weights_dir (their published files)"
         )
-    return load_motion_generator(Path(weights_dir), wanted, device=device), wanted
+    return load_motion_generator(Path(weights_dir), wanted, device=device, dtype=dtype), wanted
 
 
 def _source_carry(carry: ChunkCarry | None, chunk: ChunkSpec) -> SourceCarry | None:
