@@ -11,7 +11,7 @@ from core.metrics import ParlaMetrics
 from core.webhook_outbox import WebhookOutbox
 from core.webhooks import DEFAULT_WEBHOOK_EVENTS, EVENT_CHUNK, is_terminal_event
 
-log = logging.getLogger("parla.events")
+log = logging.getLogger(__name__)
 
 
 def public_job_json(job: Job, video_url: str | None) -> dict[str, Any]:

@@ -20,8 +20,9 @@ from types import TracebackType
 import httpx
 
 from core.localredis import LocalRedis, free_port
+from core.logs import configure_logging
 
-log = logging.getLogger("parla.stack")
+log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_IMAGE = REPO_ROOT / "tests" / "assets" / "portrait.png"
 SAMPLE_AUDIO = REPO_ROOT / "tests" / "assets" / "speech.wav"
@@ -254,8 +255,7 @@ def main() -> None:
     demo.add_argument("--image", type=Path, default=SAMPLE_IMAGE)
     demo.add_argument("--audio", type=Path, default=SAMPLE_AUDIO)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    configure_logging("INFO")
     env = {}
     if not os.environ.get("PARLA_API_KEYS"):
         env["PARLA_AUTH_DISABLED"] = "true"

@@ -37,7 +37,7 @@ from worker.rq_worker import ParlaWorker
 from worker.runner import ChunkRunner
 from worker.webhooks import WebhookDispatcher
 
-log = logging.getLogger("parla.worker")
+log = logging.getLogger(__name__)
 
 
 def resolve_device(device: str) -> str:

@@ -11,7 +11,7 @@ from core.metrics import ParlaMetrics
 from core.notify import JobNotifier
 from core.ratelimit import RateLimiter
 
-log = logging.getLogger("parla.worker")
+log = logging.getLogger(__name__)
 
 
 class WorkerObserver:

@@ -37,6 +37,7 @@ import numpy.typing as npt
 from core.errors import InvalidInput, NotFound, ParlaError
 from core.jobs import Job, JobError, JobStatus, OutputFile, Progress, RenderOptions, VideoResult
 from core.jobstore import Attempt, JobStore, LeaseLost
+from core.logs import in_job_context, job_context
 from core.media import InputLimits, assemble_mp4, decode_audio, decode_image, encode_segment
 from core.redisconn import TRANSIENT_REDIS_ERRORS
 from core.storage import Storage, carry_key, job_key, output_key, output_part_key, segment_key
@@ -52,7 +53,7 @@ from models.engine import (
 from models.options import EngineOptions, validate_options
 from worker.lease import LeaseKeeper
 
-log = logging.getLogger("parla.worker")
+log = logging.getLogger(__name__)
 
 
 class RunnerObserver(Protocol):
@@ -191,7 +192,12 @@ class ChunkRunner:
 
         None when there was nothing to do (already running elsewhere, finished, gone) or when this
         attempt stopped without ending the job (lease lost; a transient error left it to resume).
+        Every line logged meanwhile, on any thread of the job, names the job (``core.logs``).
         """
+        with job_context(job_id):
+            return self._run(job_id)
+
+    def _run(self, job_id: str) -> JobStatus | None:
         attempt = self.jobs.start_attempt(job_id, self.worker_name, self.lease_s)
         if attempt is None:
             log.info("job %s: already running elsewhere, finished or gone; nothing to do", job_id)
@@ -519,7 +525,9 @@ class ChunkSink:
             self._store(chunk, frames, carry, outputs)
             return
         if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name=f"parla-sink-{self._job_id}", daemon=True)
+            self._thread = threading.Thread(
+                target=in_job_context(self._loop), name=f"parla-sink-{self._job_id}", daemon=True
+            )
             self._thread.start()
         self._idle.acquire()  # the previous chunk is stored, or failed
         if self._failed:

@@ -24,7 +24,7 @@ from service.deps import Services, ServicesDep, TenantDep
 from service.inputs import Submission, submission_from_form, submission_from_json
 from service.openapi import CANCEL_ERRORS, JOB_ERRORS, JOB_EXAMPLE, LIST_ERRORS, JobId, submit_responses
 
-log = logging.getLogger("parla.api")
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
 
 
