@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from models.engine import AnyEngine
+from models.hallo.options import HalloOptions, HalloTinyOptions
 from models.liveportrait.options import LivePortraitOptions
 from models.options import EngineOptions
 from models.testing import PatternOptions
@@ -91,6 +92,18 @@ def _vexpress_tiny() -> EngineFactory:
     return tiny_engine
 
 
+def _hallo() -> EngineFactory:
+    from models.hallo.engine import HalloEngine
+
+    return HalloEngine
+
+
+def _hallo_tiny() -> EngineFactory:
+    from models.hallo.testing import tiny_engine
+
+    return tiny_engine
+
+
 def _liveportrait() -> EngineFactory:
     from models.liveportrait.engine import LivePortraitEngine
 
@@ -132,6 +145,21 @@ ENGINES: dict[str, EngineSpec] = {
             VExpressTinyOptions,
             Capabilities(driving_video=True),
             _vexpress_tiny,
+        ),
+        EngineSpec(
+            "hallo",
+            "Hallo: SD1.5 diffusion with hierarchical (pose, face, lip) audio attention, an ArcFace "
+            "identity and a face-region mask; the published Hallo weights.",
+            HalloOptions,
+            Capabilities(needs_weights=True),
+            _hallo,
+        ),
+        EngineSpec(
+            "hallo-tiny",
+            "The hallo pipeline on tiny random weights (tests: noise, not faces).",
+            HalloTinyOptions,
+            Capabilities(),
+            _hallo_tiny,
         ),
         EngineSpec(
             "liveportrait",

@@ -52,6 +52,12 @@ def _liveportrait_missing(weights_dir: Path, converted_dir: Path | None) -> list
     return missing_files(weights_dir)
 
 
+def _hallo_missing(weights_dir: Path, converted_dir: Path | None) -> list[str]:
+    from models.hallo.engine import missing_weight_files
+
+    return missing_weight_files(weights_dir, converted_dir)
+
+
 def _vexpress_strict(weights_dir: Path, engine_config: Mapping[str, Any]) -> None:
     from models.vexpress.checkpoint import load_published
 
@@ -70,12 +76,24 @@ def _liveportrait_strict(weights_dir: Path, engine_config: Mapping[str, Any]) ->
     load_published(weights_dir, device="meta")
 
 
+def _hallo_strict(weights_dir: Path, engine_config: Mapping[str, Any]) -> None:
+    from models.hallo.checkpoint import load_published
+    from models.hallo.engine import NET_FILES
+
+    load_published(weights_dir, device="meta", net_file=NET_FILES[engine_config.get("variant", "hallo")])
+
+
 WEIGHT_CHECKS: dict[str, MissingFiles] = {
     "vexpress": _vexpress_missing,
     "liveportrait": _liveportrait_missing,
+    "hallo": _hallo_missing,
 }
 """Per engine that needs weights (``Capabilities.needs_weights``): its check of a directory."""
-STRICT_CHECKS: dict[str, StrictCheck] = {"vexpress": _vexpress_strict, "liveportrait": _liveportrait_strict}
+STRICT_CHECKS: dict[str, StrictCheck] = {
+    "vexpress": _vexpress_strict,
+    "liveportrait": _liveportrait_strict,
+    "hallo": _hallo_strict,
+}
 """Per engine: its strict loading on the meta device (every key and shape of the published files)."""
 
 

@@ -95,7 +95,9 @@ def align_face(
     import cv2
 
     matrix = alignment_matrix(keypoints, size)
-    return np.asarray(cv2.warpAffine(image, matrix, (size, size), borderValue=(0.0, 0.0, 0.0)), dtype=np.uint8)
+    return np.asarray(
+        cv2.warpAffine(image, matrix, (size, size), borderValue=(0.0, 0.0, 0.0)), dtype=np.uint8
+    )
 
 
 class ArcFaceEmbedder:

@@ -40,6 +40,18 @@ REFUSED: dict[str, list[tuple[dict[str, Any], str]]] = {
         ({"num_inference_steps": 0}, "engine_options.num_inference_steps"),
         ({"continuity": "glue"}, "engine_options.continuity"),
     ],
+    "hallo": [
+        ({"pose_weight": -1.0}, "engine_options.pose_weight"),
+        ({"face_weight": 6.0}, "engine_options.face_weight"),
+        ({"lip_weight": "loud"}, "engine_options.lip_weight"),
+        ({"face_expand_ratio": 0.5}, "engine_options.face_expand_ratio"),
+        ({"num_inference_steps": 0}, "engine_options.num_inference_steps"),
+        ({"guidance_scale": 0.5}, "engine_options.guidance_scale"),
+        ({"clip_frames": 30, "motion_frames": 4}, "motion_frames"),
+        ({"motion_mask_rate": 1.0}, "engine_options.motion_mask_rate"),
+        ({"head_motion": "still"}, "engine_options.head_motion"),
+    ],
+    "hallo-tiny": [({"clip_frames": 0}, "engine_options.clip_frames")],
     "test": [({"head_motion": 0.5}, "engine_options.head_motion")],
     "liveportrait": [
         ({"sway_degrees": 20}, "engine_options.sway_degrees"),
@@ -61,6 +73,8 @@ ACCEPTED: dict[str, dict[str, Any]] = {
     "warp": {"head_motion": 0.8},
     "vexpress": {"num_inference_steps": 10, "context_frames": 16, "motion_frames": 2},
     "vexpress-tiny": {"continuity": "overlap_average"},
+    "hallo": {"pose_weight": 1.2, "face_weight": 0.8, "lip_weight": 1.5, "face_expand_ratio": 1.5},
+    "hallo-tiny": {"num_inference_steps": 1, "guidance_scale": 1.0, "motion_mask_rate": 0.25},
     "test": {},
     "liveportrait": {"head_motion": "still", "lip_multiplier": 1.5},
     "liveportrait-tiny": {
