@@ -62,13 +62,18 @@ def padded_samples(
     As the reference: ``(clip_frames - seq_len % clip_frames) * (sample_rate // fps)`` zeros. Beyond
     it, at least one wav2vec2 token's worth of samples (400), which the reference would need too.
     """
-    seq_len = frame_count(len(normalised), sample_rate, fps)
+    pad, seq_len = _padding(len(normalised), sample_rate, fps, clip_frames)
+    return np.pad(normalised, (0, pad)), seq_len
+
+
+def _padding(num_samples: int, sample_rate: int, fps: float, clip_frames: int) -> tuple[int, int]:
+    """`(zeros to append, padded frame count)` of `padded_samples`."""
+    seq_len = frame_count(num_samples, sample_rate, fps)
     pad = 0
     if seq_len % clip_frames:
         pad = (clip_frames - seq_len % clip_frames) * int(sample_rate // fps)
         seq_len += clip_frames - seq_len % clip_frames
-    pad = max(pad, 400 - len(normalised))
-    return np.pad(normalised, (0, pad)), seq_len
+    return max(pad, 400 - num_samples), seq_len
 
 
 def _conv_lengths(num_samples: int, kernels: list[int], strides: list[int]) -> list[int]:
@@ -237,11 +242,20 @@ def prepare_audio_features(
     context_frames: int = DEFAULT_CONTEXT_FRAMES,
 ) -> tuple[HalloAudioFeatures, int]:
     """Steps 1-2 for one job; returns the features and the unpadded frame count (the video's frames)."""
-    normalised = normalise(audio, do_normalize)
-    audio_frames = max(1, frame_count(len(normalised), sample_rate, fps))
-    samples, seq_len = padded_samples(normalised, sample_rate, fps, clip_frames)
+    samples = np.asarray(audio, dtype=np.float32)
+    audio_frames = max(1, frame_count(len(samples), sample_rate, fps))
+    # `padded_samples(normalise(audio))` with one buffer: long audio is copied once, not three times.
+    pad, seq_len = _padding(len(samples), sample_rate, fps, clip_frames)
+    buffer = np.zeros(len(samples) + pad, dtype=np.float32)
+    body = buffer[: len(samples)]
+    if do_normalize:
+        np.subtract(samples, samples.mean(), out=body)
+        np.divide(body, np.sqrt(samples.var() + 1e-7), out=body)
+    else:
+        body[:] = samples
     seq_len = max(seq_len, clip_frames)
-    conv = encode_conv_features(audio_encoder, samples)
+    conv = encode_conv_features(audio_encoder, buffer)
+    del buffer, body
     return HalloAudioFeatures(stretch(conv, seq_len), window_frames, context_frames), audio_frames
 
 

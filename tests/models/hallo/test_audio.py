@@ -98,3 +98,16 @@ def test_frames_refuse_a_range_outside_the_clip_and_keep_two_windows(encoder: An
     for start in range(0, 52, 4):
         assert features.frames(encoder, start, start + 4).shape == (1, 4, 5, 2, 16)
         assert len(features._cache) <= 2
+
+
+def test_the_one_buffer_preparation_equals_normalise_then_pad(encoder: Any) -> None:
+    audio = _speech(2.3, seed=4)
+    features, _ = prepare_audio_features(encoder, audio, sample_rate=16000, fps=25, clip_frames=16)
+    samples, seq_len = padded_samples(normalise(audio), 16000, 25, 16)
+    with torch.no_grad():
+        conv = encoder.feature_extractor(torch.from_numpy(samples)[None])[0].T
+        expected = torch.nn.functional.interpolate(
+            conv.T[None], size=seq_len, mode="linear", align_corners=True
+        )[0].T
+    assert features.conv_features.shape == expected.shape
+    assert float((features.conv_features - expected).abs().max() / expected.abs().max()) < 1e-5
