@@ -12,6 +12,7 @@ import torch
 
 from models.hallo.audio import (
     encode_conv_features,
+    encode_hidden_states,
     frame_count,
     normalise,
     padded_samples,
@@ -111,3 +112,16 @@ def test_the_one_buffer_preparation_equals_normalise_then_pad(encoder: Any) -> N
         )[0].T
     assert features.conv_features.shape == expected.shape
     assert float((features.conv_features - expected).abs().max() / expected.abs().max()) < 1e-5
+
+
+def test_the_layer_by_layer_encoder_equals_transformers_hidden_states(encoder: Any) -> None:
+    samples = normalise(_speech(1.7, seed=2))
+    with torch.no_grad():
+        output = encoder(torch.from_numpy(samples)[None], output_hidden_states=True)
+        conv = encoder.feature_extractor(torch.from_numpy(samples)[None])[0].T
+        ours = encode_hidden_states(encoder, conv)
+    expected = torch.stack(output.hidden_states[1:], dim=1)[0].transpose(
+        0, 1
+    )  # the reference: "b s d -> s b d"
+    assert ours.shape == expected.shape == (conv.shape[0], 2, 16)
+    assert float((ours - expected).abs().max()) < 1e-5
