@@ -37,8 +37,9 @@ AUDIO_WINDOW_RADIUS = 2
 """Frames of audio context on each side of a video frame (5-frame windows)."""
 DEFAULT_WINDOW_FRAMES = 250
 DEFAULT_CONTEXT_FRAMES = 50
-SAMPLE_CHUNK_FRAMES = 1024
-"""Output frames of the convolutional encoder computed at once (about 20 s of audio)."""
+SAMPLE_CHUNK_FRAMES = 250
+"""Output frames of the convolutional encoder computed at once (5 s of audio: its transient tensors,
+33 MiB each at wav2vec2-base's 512 channels, are then the same for every job of 5 s or more)."""
 
 
 def normalise(audio: npt.NDArray[np.float32], do_normalize: bool = True) -> npt.NDArray[np.float32]:
