@@ -87,19 +87,28 @@ class HalloPrepared:
     paste_back: Any = None
 
 
-def missing_weight_files(weights_dir: str | Path, converted_dir: str | Path | None = None) -> list[str]:
+NET_FILES = {"hallo": "hallo/net.pth", "hallo2": "hallo2/net.pth"}
+"""The ``variant`` engine switch: which published ``net.pth`` the modules come from."""
+
+
+def missing_weight_files(
+    weights_dir: str | Path, converted_dir: str | Path | None = None, variant: str = "hallo"
+) -> list[str]:
     """Files the engine needs that ``weights_dir`` lacks (relative paths; ``a or b``: either).
 
-    ``hallo/net.pth`` is not needed when ``converted_dir`` holds our converted copy (its manifest).
+    ``hallo/net.pth`` (``hallo2/net.pth`` for the ``hallo2`` variant) is not needed when
+    ``converted_dir`` holds our converted copy (its manifest).
     The motion-module checkpoint is not needed: the reference loads it and then overwrites every key
     with ``net.pth``'s.
     """
-    from models.hallo.checkpoint import CONVERTED_MANIFEST, NET_FILE
+    from models.hallo.checkpoint import CONVERTED_MANIFEST
 
+    if variant not in NET_FILES:
+        raise ValueError(f"unknown hallo variant {variant!r}; known: {', '.join(NET_FILES)}")
     root = Path(weights_dir)
-    missing = missing_files(root, include_external=True)
+    missing = missing_files(root, include_external=True, net_file=NET_FILES[variant])
     if converted_dir is not None and (Path(converted_dir) / CONVERTED_MANIFEST).is_file():
-        missing = [path for path in missing if path != NET_FILE]
+        missing = [path for path in missing if path != NET_FILES[variant]]
     for path in (PREPROCESSOR_CONFIG, ARCFACE_FILE):
         if not (root / path).is_file():
             missing.append(path)
@@ -113,6 +122,7 @@ def load_components(
     *,
     converted_dir: str | Path | None = None,
     sizes: Any = None,
+    variant: str = "hallo",
 ) -> HalloComponents:
     """The published layout (``models.hallo.checkpoint``) loaded onto `device`.
 
@@ -136,16 +146,17 @@ def load_components(
     )
 
     root = Path(weights_dir)
-    missing = missing_weight_files(root, converted_dir)
+    missing = missing_weight_files(root, converted_dir, variant)
     if missing:
         raise WeightsError(f"the Hallo weights directory {root} is incomplete; missing: {', '.join(missing)}")
+    net_file = NET_FILES[variant]
     if converted_dir is None:
-        modules = load_published(root, sizes=sizes, device=device, dtype=dtype)
+        modules = load_published(root, sizes=sizes, device=device, dtype=dtype, net_file=net_file)
     else:
         converted = Path(converted_dir)
         if not (converted / CONVERTED_MANIFEST).is_file():
             logger.info("converting the Hallo weights in %s to %s (once)", root, converted)
-            convert_to_safetensors(root, converted, sizes=sizes)
+            convert_to_safetensors(root, converted, sizes=sizes, net_file=net_file)
         modules = load_converted(converted, device=device, dtype=dtype)
     for _, module in modules.items():
         module.eval()
@@ -186,12 +197,15 @@ class HalloEngine:
             reference runs fp16).
         components: pre-built models (tests: ``models.hallo.testing.tiny_components``).
         face_analyzer: ``detect(image) -> list[models.face.Face]``; default MediaPipe, built on first use.
-        converted_dir: our safetensors copy of ``net.pth`` (made on first boot when absent).
+        converted_dir: our safetensors copy of ``net.pth`` (made on first boot when absent; one per variant).
+        variant: ``hallo`` (``hallo/net.pth``) or ``hallo2`` (``hallo2/net.pth``, Hallo2's checkpoint of
+            the same network; its long-video setting is the job option ``motion_mask_rate``).
         audio_window_frames, audio_context_frames: the wav2vec2 encoder's windows (``models.hallo.audio``).
         warmup_size: the crop size ``warmup`` renders at (a job's; 512 for the published model).
 
     Raises:
         WeightsError: ``weights_dir`` is missing or incomplete (the message lists the missing files).
+        ValueError: an unknown ``variant``, audio windows or warm-up size out of range.
     """
 
     name = "hallo"
@@ -208,6 +222,7 @@ class HalloEngine:
         audio_window_frames: int = DEFAULT_WINDOW_FRAMES,
         audio_context_frames: int = DEFAULT_CONTEXT_FRAMES,
         warmup_size: int = 512,
+        variant: str = "hallo",
     ) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = dtype_from_name(dtype, self.device)
@@ -217,10 +232,14 @@ class HalloEngine:
                 f"{audio_context_frames}"
             )
         check_size(warmup_size)
+        if variant not in NET_FILES:
+            raise ValueError(f"unknown hallo variant {variant!r}; known: {', '.join(NET_FILES)}")
         if components is None:
             if weights_dir is None:
                 raise WeightsError("the hallo engine needs a weights directory (none configured)")
-            components = load_components(weights_dir, self.device, self.dtype, converted_dir=converted_dir)
+            components = load_components(
+                weights_dir, self.device, self.dtype, converted_dir=converted_dir, variant=variant
+            )
         self.components = components
         self.audio_window_frames = audio_window_frames
         self.audio_context_frames = audio_context_frames

@@ -158,6 +158,10 @@ def test_missing_weights_are_listed(tmp_path: Path) -> None:
         HalloEngine(weights_dir=tmp_path, device="cpu")
     with pytest.raises(WeightsError, match="needs a weights directory"):
         HalloEngine(device="cpu")
+    hallo2 = missing_weight_files(tmp_path, variant="hallo2")
+    assert "hallo2/net.pth" in hallo2 and "hallo/net.pth" not in hallo2
+    with pytest.raises(ValueError, match="unknown hallo variant 'hallo3'"):
+        HalloEngine(weights_dir=tmp_path, device="cpu", variant="hallo3")
 
 
 def _published_layout(root: Path) -> None:
@@ -193,5 +197,10 @@ def test_components_load_from_the_published_layout(tmp_path: Path) -> None:
     )
     assert (converted / "manifest.json").is_file()
     assert all(torch.equal(v, expected[k]) for k, v in again.modules.state_dict().items())
-    (tmp_path / "hallo" / "net.pth").unlink()  # the converted copy replaces it
-    assert missing_weight_files(tmp_path, converted) == []
+    (tmp_path / "hallo2").mkdir()
+    (tmp_path / "hallo" / "net.pth").rename(tmp_path / "hallo2" / "net.pth")  # Hallo2's checkpoint
+    assert missing_weight_files(tmp_path, converted) == []  # the converted copy replaces net.pth
+    hallo2 = load_components(
+        tmp_path, torch.device("cpu"), torch.float32, sizes=tiny_sizes(), variant="hallo2"
+    )
+    assert all(torch.equal(v, expected[k]) for k, v in hallo2.modules.state_dict().items())
