@@ -204,3 +204,55 @@ def test_components_load_from_the_published_layout(tmp_path: Path) -> None:
         tmp_path, torch.device("cpu"), torch.float32, sizes=tiny_sizes(), variant="hallo2"
     )
     assert all(torch.equal(v, expected[k]) for k, v in hallo2.modules.state_dict().items())
+
+
+@pytest.mark.slow
+def test_the_engine_equals_the_reference_clip_loop(
+    engine: HalloEngine, portrait: npt.NDArray[np.uint8]
+) -> None:
+    """Chunked through the seam (carries through bytes) = one run of the reference's clip loop
+    (``scripts/inference.py``: one generator, motion frames from the previous clip), which is what
+    ``parity_sampling.py`` compares with the reference itself. The audio features are the windowed
+    ones, equal to the reference's whole-clip features here to 1e-5 (a tiny model at 64 px, whose
+    1x1 mid block amplifies float rounding, would turn even that into visible pixel differences)."""
+    from models.hallo.audio import whole_clip_features
+    from models.hallo.pipeline import ClipInputs, next_reference_pixels, sample_clip
+
+    job, options = inputs(portrait), params()
+    prepared = engine.prepare(job, options)
+    chunked = np.concatenate(render(engine, prepared))
+    components, settings = engine.components, options.options
+    clip = settings.clip_frames
+    reference_features = whole_clip_features(
+        components.audio_encoder, job.audio, sample_rate=16000, fps=10.0, clip_frames=clip
+    )
+    features = torch.cat(
+        [
+            prepared.audio.frames(components.audio_encoder, s, s + clip)[0]
+            for s in range(0, prepared.audio.num_frames, clip)
+        ]
+    )
+    assert float((features - reference_features).abs().max() / reference_features.abs().max()) < 1e-5
+    generator = torch.Generator().manual_seed(options.seed)
+    previous, clips = None, []
+    for start in range(0, features.shape[0], clip):
+        clip_inputs = ClipInputs(
+            next_reference_pixels(prepared.portrait, previous, settings.motion_frames),
+            prepared.identity_embedding,
+            prepared.face_mask,
+            features[start : start + clip][None],
+            prepared.audio_masks,
+        )
+        previous = sample_clip(
+            components.modules,
+            components.vae,
+            engine.scheduler_config,
+            clip_inputs,
+            num_inference_steps=settings.num_inference_steps,
+            guidance_scale=settings.guidance_scale,
+            motion_scale=settings.motion_scale(),
+            generator=generator,
+        )
+        clips.append(previous)
+    pixels = torch.cat(clips)[: prepared.num_frames].permute(0, 2, 3, 1).numpy()
+    assert np.array_equal(chunked, np.clip(pixels * 255, 0, 255).astype(np.uint8))
