@@ -136,7 +136,7 @@ WEIGHT_SOURCES: dict[str, tuple[HubSource, ...]] = {
                 *_under("wav2vec/wav2vec2-base-960h", _WAV2VEC2),
                 "face_analysis/models/*.onnx",
             ),
-            note="Hallo's pretrained_models/ (engine not registered yet)",
+            note="Hallo's pretrained_models/ (the hallo engine; hallo2/net.pth for variant hallo2 is not listed)",
         ),
     ),
     "aniportrait": (

@@ -166,7 +166,7 @@ def test_downloads_are_refused_offline_and_sources_cover_every_layout(
     assert main(["download", "vexpress", str(tmp_path)]) == 2  # conftest keeps the hub offline
     assert "downloads are off" in capsys.readouterr().err
     assert main(["download", "warp", str(tmp_path)]) == 0  # nothing to fetch
-    for engine, motion in (("vexpress", ()), ("liveportrait", ("ditto", "joyvasa"))):
+    for engine, motion in (("vexpress", ()), ("liveportrait", ("ditto", "joyvasa")), ("hallo", ())):
         targets = {
             source.target(choice if isinstance(choice, str) else choice[0])
             for source in sources_for(engine, motion)

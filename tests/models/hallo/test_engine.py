@@ -256,3 +256,17 @@ def test_the_engine_equals_the_reference_clip_loop(
         clips.append(previous)
     pixels = torch.cat(clips)[: prepared.num_frames].permute(0, 2, 3, 1).numpy()
     assert np.array_equal(chunked, np.clip(pixels * 255, 0, 255).astype(np.uint8))
+
+
+@pytest.mark.slow
+def test_the_strict_check_reads_net_pth_against_the_published_sizes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from models.weights import main
+
+    assert main(["check", "hallo", str(tmp_path), "--strict"]) == 1
+    assert "missing  face_analysis/models/glintr100.onnx" in capsys.readouterr().out
+    _published_layout(tmp_path)  # tiny modules: every file there, but not the published shapes
+    assert main(["check", "hallo", str(tmp_path), "--strict"]) == 1
+    printed = capsys.readouterr()
+    assert "hallo/net.pth [imageproj.] does not match ImageProjection" in printed.out + printed.err
