@@ -25,7 +25,7 @@ import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -57,6 +57,7 @@ from models.engine import (
     ChunkOutputs,
     ChunkSpec,
     Frames,
+    OutputEngine,
     RenderInputs,
     RenderParams,
     num_frames_for,
@@ -512,9 +513,14 @@ class AniPortraitEngine:
         return frames, next_carry, extra
 
     def write_output(
-        self, prepared: AniPortraitPrepared, name: str, arrays: dict[str, npt.NDArray[Any]]
-    ) -> bytes:
-        """The ``parla-landmarks`` NPZ (``models.aniportrait.landmarks_file``) of the joined chunks.
+        self,
+        prepared: AniPortraitPrepared,
+        name: str,
+        arrays: dict[str, npt.NDArray[Any]],
+        target: BinaryIO,
+    ) -> None:
+        """Write the ``parla-landmarks`` NPZ (``models.aniportrait.landmarks_file``) of the joined
+        chunks into `target` (the arrays may be read-only memory maps: they are read once).
 
         Raises:
             EngineFailure: another output name, or arrays that do not cover the job's frames.
@@ -532,7 +538,8 @@ class AniPortraitEngine:
                 f"landmarks need points and poses of all {prepared.num_frames} frames, got "
                 f"{sorted((key, len(value)) for key, value in arrays.items())}"
             )
-        return write_landmarks_npz(
+        write_landmarks_npz(
+            target,
             points,
             poses,
             fps=prepared.fps,
@@ -542,3 +549,8 @@ class AniPortraitEngine:
             crop_matrix=prepared.crop_matrix.tolist(),
             model=self.name,
         )
+
+
+def _as_output_engine(engine: AniPortraitEngine) -> OutputEngine[AniPortraitPrepared, AniPortraitOptions]:
+    """Never called: mypy checks here that the engine satisfies the runner's ``OutputEngine`` protocol."""
+    return engine

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -42,6 +42,7 @@ def _check_arrays(points: npt.NDArray[Any], poses: npt.NDArray[Any]) -> None:
 
 
 def write_landmarks_npz(
+    target: BinaryIO,
     points: npt.NDArray[Any],
     poses: npt.NDArray[Any],
     *,
@@ -49,8 +50,8 @@ def write_landmarks_npz(
     width: int,
     height: int,
     **meta: Any,
-) -> bytes:
-    """The file's bytes (`meta` adds JSON-serialisable keys, e.g. ``crop_matrix``, ``head_motion``).
+) -> None:
+    """Write the file into `target` (`meta` adds JSON-serialisable keys, e.g. ``crop_matrix``).
 
     Raises:
         LandmarksFormatError: arrays of the wrong shapes.
@@ -68,18 +69,16 @@ def write_landmarks_npz(
         "convention": LANDMARKS_CONVENTION,
         **meta,
     }
-    buffer = io.BytesIO()
     np.savez(
-        buffer,
+        target,
         points=points32,
         poses=poses32,
         meta=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
     )
-    return buffer.getvalue()
 
 
 def read_landmarks_npz(
-    data: bytes,
+    data: bytes | BinaryIO,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], dict[str, Any]]:
     """``(points, poses, meta)`` of a ``parla-landmarks`` file.
 
@@ -87,7 +86,8 @@ def read_landmarks_npz(
         LandmarksFormatError: not an NPZ, not this format or version, or inconsistent arrays.
     """
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+        source = io.BytesIO(data) if isinstance(data, bytes) else data
+        with np.load(source, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
     except (OSError, ValueError) as error:
         raise LandmarksFormatError(f"not a {LANDMARKS_FORMAT} npz: {error}") from error

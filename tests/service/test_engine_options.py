@@ -58,7 +58,6 @@ REFUSED: dict[str, list[tuple[dict[str, Any], str]]] = {
         ({"context_frames": 8, "context_overlap": 8}, "context_overlap"),
         ({"head_motion": "sway"}, "engine_options.head_motion"),
         ({"head_motion": "driving"}, "driving_video"),
-        ({"outputs": ["video", "landmarks"]}, "engine_options.outputs"),  # a job parameter, not an option
     ],
     "aniportrait-tiny": [
         ({"num_inference_steps": 0}, "engine_options.num_inference_steps"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -138,7 +139,9 @@ def test_landmarks_output(engine: AniPortraitEngine) -> None:
         assert extra["landmarks"]["poses"].shape == (chunk.num_frames, 6)
         parts.append(extra["landmarks"])
     joined = {key: np.concatenate([part[key] for part in parts]) for key in ("points", "poses")}
-    points, poses, meta = read_landmarks_npz(engine.write_output(prepared, "landmarks", joined))
+    target = io.BytesIO()
+    engine.write_output(prepared, "landmarks", joined, target)
+    points, poses, meta = read_landmarks_npz(target.getvalue())
     np.testing.assert_array_equal(points, prepared.points)
     np.testing.assert_array_equal(poses, prepared.poses)
     assert (meta["format"], meta["version"], meta["num_frames"], meta["fps"]) == (
@@ -156,9 +159,9 @@ def test_landmarks_output(engine: AniPortraitEngine) -> None:
     with pytest.raises(EngineFailure, match="motion"):
         engine.render_chunk_outputs(prepared, chunk, None, frozenset({"motion"}))
     with pytest.raises(EngineFailure, match="all 10 frames"):
-        engine.write_output(prepared, "landmarks", {key: value[:5] for key, value in joined.items()})
+        engine.write_output(prepared, "landmarks", {key: value[:5] for key, value in joined.items()}, target)
     with pytest.raises(EngineFailure, match="'motion'"):
-        engine.write_output(prepared, "motion", joined)
+        engine.write_output(prepared, "motion", joined, target)
 
 
 def test_full_framing_pastes_the_crop_back(engine: AniPortraitEngine) -> None:
