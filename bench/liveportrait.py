@@ -5,12 +5,15 @@ values; nothing is downloaded). Each case runs in its own subprocess so that its
 own. Timed: the per-frame work of a chunk (`LivePortraitPipeline.animate`: keypoint composition,
 stitching, retargeting, warp, decode), after the source features are computed once and after warm-up
 at the same shapes. Memory: peak RSS (``VmHWM``, reset after warm-up) on CPU,
-``torch.cuda.max_memory_allocated`` on CUDA. A last GPU row times whole jobs through the engine
-(procedural audio source, sample portrait, ``framing="crop"``, 512 px), as the worker runs them.
+``torch.cuda.max_memory_allocated`` on CUDA. The last GPU rows time whole jobs through the engine
+(sample portrait, ``framing="crop"``, 512 px), as the worker runs them: the procedural audio source at
+25 fps with the best renderer setting, and the full-size Ditto motion model (random weights, bf16,
+a stand-in for its ONNX HuBERT) at 30 fps, so the 25 -> 30 fps motion resampling is in the path.
 
 Usage:
     python -m bench.liveportrait                      # CPU table (fp32, batch 1 and 4)
-    python -m bench.liveportrait --gpu                # GPU table, under 8 minutes on one GPU
+    python -m bench.liveportrait --gpu                # GPU table, under 5 minutes on one GPU (with
+                                                      # bench.motion --device cuda: under 8)
     python -m bench.liveportrait --case '{"device": "cpu", "dtype": "fp32", "batch": 1, "frames": 4}'
 """
 
@@ -28,13 +31,22 @@ from bench.machine import cpu_model
 
 ASSETS = Path(__file__).resolve().parents[1] / "tests" / "assets"
 CPU_CASES: list[dict[str, Any]] = [{"batch": 1, "frames": 4}, {"batch": 4, "frames": 8}]
-GPU_CASES: list[dict[str, Any]] = [
-    {"dtype": dtype, "compile": compiled, "batch": batch, "frames": 256}
-    for dtype in ("fp16", "bf16")
-    for compiled in (False, True)
-    for batch in (1, 8, 32)
-] + [{"dtype": "fp32", "compile": False, "batch": 8, "frames": 128}]
-GPU_BUDGET_S = 7.5 * 60
+GPU_CASES: list[dict[str, Any]] = (
+    [
+        {"dtype": dtype, "compile": False, "batch": batch, "frames": 256}
+        for dtype in ("fp16", "bf16")
+        for batch in (1, 8, 32)
+    ]
+    + [{"dtype": dtype, "compile": True, "batch": 8, "frames": 256} for dtype in ("fp16", "bf16")]
+    + [{"dtype": "fp32", "compile": False, "batch": 8, "frames": 128}]
+)
+GPU_BUDGET_S = 5.0 * 60
+MOTION_ENGINE_CASE: dict[str, Any] = {
+    "motion_model": "ditto",
+    "motion_dtype": "bf16",
+    "job_fps": 30.0,
+    "seconds": 10.0,
+}
 
 
 def _peak_rss_mib() -> float:
@@ -102,19 +114,28 @@ def run_engine_case(case: dict[str, Any]) -> dict[str, Any]:
     from models.liveportrait.testing import randomize
 
     torch.manual_seed(0)
+    motion_model = case.get("motion_model")
+    generator = None
+    if motion_model:  # full-size random motion model (bench.motion.build), in the case's motion dtype
+        from bench.motion import build
+
+        generator = build(motion_model, "full", case["device"], case.get("motion_dtype", "fp32"), None)
     engine = LivePortraitEngine(
         device=case["device"],
         dtype=case["dtype"],
         modules=randomize(build_modules()),
         batch_size=int(case["batch"]),
         compile=bool(case.get("compile", False)),
+        motion_models=[motion_model] if motion_model else None,
+        motion_generator=generator,
     )
     engine.warmup()
     image = np.asarray(Image.open(ASSETS / "portrait.png").convert("RGB"))
     seconds = float(case["seconds"])
     audio = (np.random.default_rng(0).standard_normal(int(16_000 * seconds)) * 0.1).astype(np.float32)
     inputs = RenderInputs(image=image, audio=audio)
-    params = RenderParams(LivePortraitOptions(), size=512, fps=25.0)
+    options = LivePortraitOptions.model_validate({"motion_model": motion_model} if motion_model else {})
+    params = RenderParams(options, size=512, fps=float(case.get("job_fps", 25.0)))
     started = time.perf_counter()
     prepared = engine.prepare(inputs, params)
     prepare_s = time.perf_counter() - started
@@ -122,7 +143,13 @@ def run_engine_case(case: dict[str, Any]) -> dict[str, Any]:
     for chunk in engine.plan(prepared):
         _, carry = engine.render_chunk(prepared, chunk, carry)
     total = time.perf_counter() - started
-    return {**case, "fps": prepared.num_frames / total, "prepare_s": prepare_s, "frames": prepared.num_frames}
+    return {
+        **case,
+        "fps_job": prepared.fps,
+        "fps": prepared.num_frames / total,
+        "prepare_s": prepare_s,
+        "frames": prepared.num_frames,
+    }
 
 
 def _subprocess(case: dict[str, Any], timeout_s: float) -> dict[str, Any] | None:
@@ -188,13 +215,24 @@ def main(argv: list[str] | None = None) -> None:
         print(format_table(rows))
         best = max(rows, key=lambda row: row["fps"]) if rows else None
         left = GPU_BUDGET_S - (time.monotonic() - started)
-        if best and left > 40:
-            engine_case = {key: best[key] for key in ("dtype", "compile", "batch")}
-            result = _subprocess({"device": "cuda", "seconds": 20.0, **engine_case}, timeout_s=left)
+        engine_cases = [{"seconds": 20.0}, MOTION_ENGINE_CASE]
+        for extra in engine_cases if best else []:
+            left = GPU_BUDGET_S - (time.monotonic() - started)
+            if left < 40:
+                print(f"  skipped (time budget): engine {extra}", file=sys.stderr)
+                continue
+            engine_case = {key: best[key] for key in ("dtype", "compile", "batch")} if best else {}
+            result = _subprocess({"device": "cuda", **engine_case, **extra}, timeout_s=left)
             if result:
+                source = (
+                    f"{result['motion_model']} ({result['motion_dtype']})"
+                    if result.get("motion_model")
+                    else "procedural"
+                )
                 print(
-                    f"engine end to end ({result['dtype']}, compiled={result['compile']}, batch {result['batch']}): "
-                    f"{result['frames']} frames, {result['fps']:.1f} frames/s, prepare {result['prepare_s']:.2f} s"
+                    f"engine end to end ({result['dtype']}, compiled={result['compile']}, batch {result['batch']}, "
+                    f"{source}, {result.get('fps_job', 25.0):g} fps): {result['frames']} frames, "
+                    f"{result['fps']:.1f} frames/s, prepare {result['prepare_s']:.2f} s"
                 )
     else:
         print(f"CPU: {cpu_model()}; renderer only, random full-size weights, fp32")

@@ -7,10 +7,16 @@ chinese-hubert-base-sized HuBERT), ``tiny`` the test configs. Frames are produce
 (2 s, every carry through ``to_bytes``/``from_bytes``) as a worker would. Ditto's HuBERT is ONNX only
 and not timed here (a stand-in session with its shapes replaces it); JoyVASA's HuBERT is included.
 
+A job ``fps`` other than 25 runs through the renderer's motion source (`AudioMotionSource`), which
+resamples the models' 25 fps motion; ``frames`` are then the job's frames. Each row also gives the
+largest deviation from the fp32 row of the same model, length and fps (max |x - fp32| / max |fp32|
+over the kp-info fields, the same noise: it is drawn on CPU from the seed), when that row ran.
+
 Usage:
     python -m bench.motion [--models ditto,joyvasa] [--sizes tiny,full] [--seconds 10,60]
                            [--device cpu|cuda] [--dtype fp32|bf16|fp16] [--threads 2] [--steps N]
-                           [--weights-dir DIR]   # the published files instead of random weights
+                           [--fps 25] [--weights-dir DIR]   # the published files instead of random weights
+    python -m bench.motion --device cuda          # the GPU table (GPU_PLAN: fp32/bf16/fp16, 60 s, fps 30), < 3 min
     python -m bench.motion --emotion-effect --weights-dir DIR [--audio speech.wav] [--seconds 10]
 """
 
@@ -29,6 +35,17 @@ from bench.machine import cpu_model
 
 FPS = 25
 CHUNK_FRAMES = 50
+# The GPU table (--gpu): (dtype, seconds, fps) per model, within GPU_BUDGET_S (bench.liveportrait --gpu
+# takes the rest of the 8 minutes the two may use together).
+GPU_PLAN: list[tuple[str, float, float]] = [
+    ("fp32", 10.0, 25.0),
+    ("bf16", 10.0, 25.0),
+    ("fp16", 10.0, 25.0),
+    ("bf16", 60.0, 25.0),
+    ("fp32", 10.0, 30.0),
+    ("bf16", 10.0, 30.0),
+]
+GPU_BUDGET_S = 2.75 * 60
 
 
 def build_published(model: str, weights_dir: str, device: str, dtype_name: str) -> Any:
@@ -161,8 +178,11 @@ def measure(
     dtype: str,
     steps: int | None,
     weights_dir: str | None = None,
+    fps: float = FPS,
+    save: str | None = None,
 ) -> dict[str, float]:
-    """Generates `seconds` of motion from a synthetic tone; returns timings and peak memory."""
+    """Generates `seconds` of motion from a synthetic tone at `fps`; returns timings and peak memory;
+    writes the motion (parla-motion NPZ) to `save` when given."""
     import numpy as np
     import torch
 
@@ -179,7 +199,8 @@ def measure(
     options = MotionOptions.model_validate({"motion_model": model})
     audio = _speech(seconds)
     samples = audio.size
-    frames = int(np.ceil(seconds * FPS))
+    frames = int(np.ceil(seconds * FPS)) if fps == FPS else max(1, round(seconds * fps))
+    parts: list[Any] = []
 
     def read(a: int, b: int) -> Any:
         return audio[a:b]
@@ -192,13 +213,26 @@ def measure(
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     cpu_started = _cpu_seconds()
-    carry = generator.start(samples, frames, portrait, options, seed=0)
-    done = 0
-    while done < frames:
-        count = min(CHUNK_FRAMES, frames - done)
-        carry = ChunkCarry.from_bytes(carry.to_bytes())
-        _, carry = generator.next_frames(carry, count, read, portrait, options)
-        done += count
+    if fps == FPS:
+        carry = generator.start(samples, frames, portrait, options, seed=0)
+        done = 0
+        while done < frames:
+            count = min(CHUNK_FRAMES, frames - done)
+            carry = ChunkCarry.from_bytes(carry.to_bytes())
+            motion, carry = generator.next_frames(carry, count, read, portrait, options)
+            parts.append(motion)
+            done += count
+    else:  # the renderer's source: the models' 25 fps motion resampled to the job's rate
+        from models.motion.source import AudioMotionSource
+
+        source = AudioMotionSource(generator, options, portrait, audio, frames, seed=0, fps=fps)
+        chunk = max(1, round(CHUNK_FRAMES * fps / FPS))
+        state: Any = None
+        for start in range(0, frames, chunk):
+            if state is not None:
+                state = ChunkCarry.from_bytes(ChunkCarry(arrays=state).to_bytes()).arrays
+            motion, state = source.frames(start, min(frames, start + chunk), state)
+            parts.append(motion)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - started
@@ -208,7 +242,25 @@ def measure(
         if device.startswith("cuda")
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     )
+    if save:
+        from models.motion.kp_info import FIELDS, MotionSequence, write_motion_npz
+
+        arrays = {k: np.concatenate([getattr(p, k) for p in parts]).astype(np.float32) for k in FIELDS}
+        write_motion_npz(save, MotionSequence(**arrays), fps=fps, model=model, dtype=dtype)
     return {"frames": frames, "seconds_s": elapsed, "cpu_s": cpu, "fps": frames / elapsed, "peak_mb": peak_mb}
+
+
+def deviation(path: str, reference: str) -> float:
+    """max |x - reference| / max |reference| over the kp-info fields of two motion NPZ files."""
+    import numpy as np
+
+    from models.motion.kp_info import FIELDS, read_motion_npz
+
+    ours, ref = read_motion_npz(path)[0], read_motion_npz(reference)[0]
+    return max(
+        float(np.abs(getattr(ours, k) - getattr(ref, k)).max() / max(np.abs(getattr(ref, k)).max(), 1e-12))
+        for k in FIELDS
+    )
 
 
 def _cpu_seconds() -> float:
@@ -217,15 +269,64 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _row(
+    args: argparse.Namespace, model: str, size: str, seconds: float, dtype: str, fps: float, timeout_s: float
+) -> dict[str, Any] | None:
+    """One (model, size, seconds, dtype, fps) case in its own subprocess; its motion saved for the
+    fp32 comparison."""
+    save = os.path.join(args.scratch, f"{model}-{size}-{seconds:g}-{fps:g}-{dtype}.npz")
+    command = [sys.executable, "-m", "bench.motion", "--one", f"{model},{size},{seconds}"]
+    command += ["--device", args.device, "--dtype", dtype, "--threads", str(args.threads)]
+    command += ["--fps", str(fps), "--save", save]
+    if args.steps is not None:
+        command += ["--steps", str(args.steps)]
+    if args.weights_dir:
+        command += ["--weights-dir", args.weights_dir]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        print(
+            f"{model:8} {size:5} {seconds:>7g} {dtype:5} {fps:5g} timed out after {timeout_s:.0f} s",
+            flush=True,
+        )
+        return None
+    if done.returncode != 0:
+        print(
+            f"{model:8} {size:5} {seconds:>7g} {dtype:5} {fps:5g} failed: {done.stderr.strip().splitlines()[-1:]}"
+        )
+        return None
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    reference = os.path.join(args.scratch, f"{model}-{size}-{seconds:g}-{fps:g}-fp32.npz")
+    result["vs_fp32"] = (
+        deviation(save, reference) if dtype != "fp32" and os.path.exists(reference) else float("nan")
+    )
+    print(
+        f"{model:8} {size:5} {seconds:7.0f} {dtype:5} {fps:5g} {result['frames']:7.0f} {result['seconds_s']:8.2f} "
+        f"{result['cpu_s']:8.2f} {result['fps']:9.1f} {result['frames'] / fps / result['seconds_s']:11.2f} "
+        f"{result['peak_mb']:8.0f} {result['vs_fp32']:9.2e}",
+        flush=True,
+    )
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--models", default="ditto,joyvasa")
-    parser.add_argument("--sizes", default="tiny,full")
-    parser.add_argument("--seconds", default="10,60")
+    parser.add_argument("--sizes", help="tiny,full (default)")
+    parser.add_argument("--seconds", help="10,60 (default)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--dtype", help="fp32 (default), bf16, fp16; a comma list runs each")
+    parser.add_argument(
+        "--fps", help="the job's frame rate (default 25: the models' own); a comma list runs each"
+    )
+    parser.add_argument(
+        "--gpu",
+        action="store_true",
+        help="the GPU table (GPU_PLAN, full size, cuda); also what --device cuda alone runs",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=None, help="Ditto DDIM steps / JoyVASA diffusion steps")
     parser.add_argument("--weights-dir", help="published files (docs/motion.md) instead of random weights")
@@ -236,15 +337,25 @@ def main() -> None:
     )
     parser.add_argument("--audio", help="speech file for --emotion-effect (default: a synthetic tone)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # model,size,seconds: run in this process
+    parser.add_argument("--save", help=argparse.SUPPRESS)  # --one: write the motion here
     args = parser.parse_args()
+    explicit = any(v is not None for v in (args.sizes, args.seconds, args.dtype, args.fps))
+    gpu_table = args.gpu or (args.device.startswith("cuda") and not explicit and not args.one)
+    if gpu_table and not args.device.startswith("cuda"):
+        args.device = "cuda"
+    args.sizes, args.seconds = args.sizes or "tiny,full", args.seconds or "10,60"
+    args.dtype, args.fps = args.dtype or "fp32", args.fps or str(FPS)
+    dtypes, rates = args.dtype.split(","), [float(f) for f in args.fps.split(",")]
+    if any(d not in ("fp32", "bf16", "fp16") for d in dtypes) or any(f <= 0 for f in rates):
+        parser.error(f"--dtype takes fp32, bf16, fp16 and --fps rates > 0, got {args.dtype!r}, {args.fps!r}")
     if args.emotion_effect:
         import torch
 
         torch.set_num_threads(args.threads)
         if args.weights_dir:
-            generator = build_published("ditto", args.weights_dir, args.device, args.dtype)
+            generator = build_published("ditto", args.weights_dir, args.device, dtypes[0])
         else:
-            generator = build("ditto", args.sizes.split(",")[0], args.device, args.dtype, args.steps)
+            generator = build("ditto", args.sizes.split(",")[0], args.device, dtypes[0], args.steps)
         emotion_effect(generator, float(args.seconds.split(",")[0]), args.audio)
         return
     if args.one:
@@ -252,39 +363,51 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
         model, size, seconds = args.one.split(",")
-        print(
-            json.dumps(
-                measure(model, size, float(seconds), args.device, args.dtype, args.steps, args.weights_dir)
-            )
+        result = measure(
+            model,
+            size,
+            float(seconds),
+            args.device,
+            dtypes[0],
+            args.steps,
+            args.weights_dir,
+            rates[0],
+            args.save,
         )
+        print(json.dumps(result))
         return
-    print(f"machine: {cpu_model()}, {args.threads} threads, device {args.device}, {args.dtype}", flush=True)
-    print(
-        f"{'model':8} {'size':5} {'audio s':>7} {'frames':>7} {'time s':>8} {'cpu s':>8} {'frames/s':>9} {'x real time':>11} {'peak MB':>8}"
+    import tempfile
+
+    started = time.monotonic()
+    plan = (
+        [(model, "full", s, d, f) for model in args.models.split(",") for d, s, f in GPU_PLAN]
+        if gpu_table
+        else [
+            (model, size, float(seconds), dtype, fps)
+            for model in args.models.split(",")
+            for size in args.sizes.split(",")
+            for seconds in args.seconds.split(",")
+            for fps in rates
+            for dtype in dtypes
+        ]
     )
-    for model in args.models.split(","):
-        for size in args.sizes.split(","):
-            for seconds in args.seconds.split(","):
-                command = [sys.executable, "-m", "bench.motion", "--one", f"{model},{size},{seconds}"]
-                command += ["--device", args.device, "--dtype", args.dtype, "--threads", str(args.threads)]
-                if args.steps is not None:
-                    command += ["--steps", str(args.steps)]
-                if args.weights_dir:
-                    command += ["--weights-dir", args.weights_dir]
-                env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-                done = subprocess.run(command, capture_output=True, text=True, env=env)
-                if done.returncode != 0:
-                    print(
-                        f"{model:8} {size:5} {seconds:>7} failed: {done.stderr.strip().splitlines()[-1:]}",
-                        flush=True,
-                    )
-                    continue
-                r = json.loads(done.stdout.strip().splitlines()[-1])
+    budget = GPU_BUDGET_S if gpu_table else float("inf")
+    print(f"machine: {cpu_model()}, {args.threads} threads, device {args.device}", flush=True)
+    print(
+        f"{'model':8} {'size':5} {'audio s':>7} {'dtype':5} {'fps':>5} {'frames':>7} {'time s':>8} {'cpu s':>8} "
+        f"{'frames/s':>9} {'x real time':>11} {'peak MB':>8} {'vs fp32':>9}"
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-motion-") as scratch:
+        args.scratch = scratch
+        for model, size, seconds, dtype, fps in plan:
+            left = budget - (time.monotonic() - started)
+            if left < 20:
                 print(
-                    f"{model:8} {size:5} {float(seconds):7.0f} {r['frames']:7.0f} {r['seconds_s']:8.2f} {r['cpu_s']:8.2f} "
-                    f"{r['fps']:9.1f} {r['fps'] / FPS:11.2f} {r['peak_mb']:8.0f}",
-                    flush=True,
+                    f"{model:8} {size:5} {seconds:7.0f} {dtype:5} {fps:5g} skipped (time budget)", flush=True
                 )
+                continue
+            _row(args, model, size, seconds, dtype, fps, timeout_s=min(left, 600.0))
+    print(f"total {time.monotonic() - started:.0f} s")
 
 
 if __name__ == "__main__":

@@ -41,6 +41,9 @@ class StageTimes:
     def job_event(self, event_type: str, job: Any) -> None:
         return None
 
+    def chunk_stored(self, job: Any, index: int, start: int, stop: int) -> None:
+        return None
+
     def stage_seconds(self, stage: str, seconds: float) -> None:
         self.seconds[stage] += seconds
 

@@ -9,11 +9,20 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-WebhookEvent = Literal["video.started", "video.progress", "video.succeeded", "video.failed", "video.canceled"]
+OutputName = Literal["video", "motion", "landmarks"]
+"""What a job can produce (``RenderOptions.outputs``); the same names as ``models.engine.OutputName``."""
+
+WebhookEvent = Literal[
+    "video.started", "video.progress", "video.chunk", "video.succeeded", "video.failed", "video.canceled"
+]
 MAX_METADATA_BYTES = 4096
 """Size of ``metadata`` as compact UTF-8 JSON (what is stored), not as escaped ASCII."""
 MAX_METADATA_DEPTH = 8
 """Deepest nesting of a submitted ``metadata`` object (``{"a": {}}`` is 2)."""
+
+
+def _video_only() -> list[OutputName]:
+    return ["video"]
 
 
 def utcnow() -> datetime:
@@ -60,6 +69,13 @@ class RenderOptions(BaseModel):
         ge=0,
         description="Which face to animate when there are several (0 = largest); largest if unset.",
     )
+    outputs: list[OutputName] = Field(
+        default_factory=_video_only,
+        description="What the job produces: `video` always; `motion` (the generated motion, a "
+        "`parla-motion` NPZ) and `landmarks` (a two-stage engine's first-stage landmarks, an NPZ) "
+        "where the engine's `capabilities.outputs` lists them. Downloaded from "
+        "`/v1/videos/{id}/outputs/{name}` once the job has succeeded.",
+    )
     engine_options: dict[str, Any] = Field(
         default_factory=dict,
         description="The engine's own options (`GET /v1/engines` lists each engine's, with their "
@@ -70,7 +86,9 @@ class RenderOptions(BaseModel):
     )
     webhook_url: str | None = Field(None, max_length=2048, description="URL that receives the job's events.")
     webhook_events: list[WebhookEvent] | None = Field(
-        None, description="Events to send; default: the terminal ones."
+        None,
+        description="Events to send; default: the terminal ones. `video.progress` and `video.chunk` "
+        "(a stored chunk, with its preview links) are opt-in, throttled and best-effort.",
     )
     metadata: dict[str, Any] | None = Field(
         None,
@@ -102,6 +120,15 @@ class RenderOptions(BaseModel):
         common = {key: item for key, item in value.items() if key in cls.model_fields}
         given = {key: item for key, item in loose.items() if item is not None}
         return {**common, "engine_options": {**nested, **given}}
+
+    @field_validator("outputs")
+    @classmethod
+    def _outputs_with_video(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"each output at most once, got {value}")
+        if "video" not in value:
+            raise ValueError(f"outputs must include 'video', got {value}")
+        return ["video", *(name for name in value if name != "video")]
 
     @field_validator("webhook_url")
     @classmethod
@@ -137,6 +164,14 @@ class Progress(BaseModel):
     )
 
 
+class OutputFile(BaseModel):
+    """One output besides the video (``RenderOptions.outputs``)."""
+
+    url: str | None = Field(None, description="Where to download it (presigned or API link).")
+    bytes: int
+    content_type: str = "application/octet-stream"
+
+
 class VideoResult(BaseModel):
     video_url: str | None = Field(None, description="Where to download the MP4 (presigned or API link).")
     duration_s: float
@@ -145,6 +180,9 @@ class VideoResult(BaseModel):
     width: int
     height: int
     bytes: int
+    outputs: dict[str, OutputFile] = Field(
+        default_factory=dict, description="The job's other outputs (`outputs` besides `video`), by name."
+    )
 
 
 class JobError(BaseModel):

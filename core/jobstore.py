@@ -394,7 +394,8 @@ class JobStore:
                         },
                     )
                     if job.status.is_terminal():
-                        pipe.hset(key, mapping={"token": "", "lease_until": 0})
+                        progress_json = job.progress.model_dump_json()
+                        pipe.hset(key, mapping={"token": "", "lease_until": 0, "progress": progress_json})
                         pipe.expire(key, self.ttl_s)
                         pipe.zrem(self._leases_key, job_id)
                         pipe.zrem(self._waiting_key, job_id)
@@ -495,6 +496,7 @@ class JobStore:
                 return False
             job.status, job.result, job.error = status, result, error
             job.finished_at = utcnow()
+            job.progress.eta_s = None  # an ended job has no ETA (in webhooks too, not only the API)
             return True
 
         return self._update(job_id, change)
@@ -514,6 +516,7 @@ class JobStore:
                 return False
             job.status = JobStatus.CANCELED
             job.finished_at = utcnow()
+            job.progress.eta_s = job.progress.queue_position = None
             job.error = JobError(code="canceled", message="canceled before it started")
             return True
 

@@ -23,7 +23,9 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address the API binds to.")
     port: int = Field(8000, description="Port the API listens on.")
     public_url: str | None = Field(
-        None, description="Base URL clients reach the API at (for links to locally stored videos)."
+        None,
+        description="Base URL clients reach the API at (for links to locally stored videos and the "
+        "preview links of `video.chunk` webhooks).",
     )
     http_max_header_bytes: int = Field(
         64 * 1024, description="Largest request line + headers the API reads; larger requests get a 400."

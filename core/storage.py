@@ -22,6 +22,26 @@ def job_key(job_id: str, *parts: str) -> str:
     return "/".join(("jobs", job_id, *parts))
 
 
+def segment_key(job_id: str, index: int) -> str:
+    """A finished chunk's H.264 MP4 segment (the worker writes it; previews read it)."""
+    return job_key(job_id, "segments", f"{index:05d}.mp4")
+
+
+def carry_key(job_id: str, index: int) -> str:
+    """A finished chunk's ``ChunkCarry``: what the next chunk starts from after a resume."""
+    return job_key(job_id, "state", f"{index:05d}.carry")
+
+
+def output_part_key(job_id: str, name: str, index: int) -> str:
+    """A finished chunk's arrays of output ``name`` (an NPZ, joined into the output at the end)."""
+    return job_key(job_id, "outputs", name, f"{index:05d}.npz")
+
+
+def output_key(job_id: str, name: str) -> str:
+    """The file of output ``name`` (besides ``video.mp4``) of a finished job."""
+    return job_key(job_id, "outputs", f"{name}.npz")
+
+
 class Storage(Protocol):
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
     def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream") -> None:
@@ -290,8 +310,19 @@ def storage_from_settings(settings: Settings) -> Storage:
 
 def video_url(storage: Storage, settings: Settings, job_id: str, base_url: str | None = None) -> str:
     """Where a client downloads a finished job's MP4: a presigned URL, or the API's download route."""
-    presigned = storage.presigned_url(job_key(job_id, "video.mp4"), settings.presign_expires_s)
+    return _download_url(storage, settings, job_key(job_id, "video.mp4"), f"{job_id}/video", base_url)
+
+
+def output_url(
+    storage: Storage, settings: Settings, job_id: str, name: str, base_url: str | None = None
+) -> str:
+    """Where a client downloads a finished job's output ``name``: presigned, or the API's route."""
+    return _download_url(storage, settings, output_key(job_id, name), f"{job_id}/outputs/{name}", base_url)
+
+
+def _download_url(storage: Storage, settings: Settings, key: str, route: str, base_url: str | None) -> str:
+    presigned = storage.presigned_url(key, settings.presign_expires_s)
     if presigned is not None:
         return presigned
     base = settings.public_url or base_url or f"http://{settings.host}:{settings.port}"
-    return f"{base.rstrip('/')}/v1/videos/{job_id}/video"
+    return f"{base.rstrip('/')}/v1/videos/{route}"

@@ -5,7 +5,8 @@ Keys (``P`` is the key prefix, ``parla:`` by default):
 - ``P webhook:delivery:<id>`` hash: the delivery (job id, type, url, body bytes, attempts, state...);
 - ``P webhook:job:<job_id>`` list: the job's delivery ids in creation order (its delivery log);
 - ``P webhook:due`` sorted set: pending delivery ids scored by next attempt time (unix seconds);
-- ``P webhook:progress:<job_id>``: the progress throttle marker (expires after the interval);
+- ``P webhook:progress:<job_id>``, ``P webhook:chunk:<job_id>``: the throttle markers of
+  ``video.progress`` and ``video.chunk`` (each expires after its interval);
 - ``P webhook:gone:<job_id>`` set: URLs that answered 410 for this job (never sent to again).
 
 A dispatcher *claims* due ids with one Lua script that also pushes their score ``lease_s`` into the
@@ -15,9 +16,10 @@ attempt is recorded only by the holder of the current token, so a dispatcher tha
 lease cannot overwrite what the next one recorded. Delivery is at-least-once: receivers
 de-duplicate on ``webhook-id``.
 
-Progress events are throttled *here*, in ``enqueue`` (at most one per ``progress_min_interval_s``
-per job; the rest are not stored at all), are not listed in the job's delivery log (a long job
-would swamp it), and expire from Redis after ``progress_ttl_s`` whether sent or not.
+Progress and chunk events (``core.webhooks.STREAM_WEBHOOK_EVENTS``) are throttled *here*, in
+``enqueue`` (at most one of each type per job per ``progress_min_interval_s`` and
+``chunk_min_interval_s``; the rest are not stored at all), are not listed in the job's delivery log
+(a long job would swamp it), and expire from Redis after ``progress_ttl_s`` whether sent or not.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Any, Literal
 
 import redis
 
-from core.webhooks import EVENT_PROGRESS, build_event, encode_event, format_timestamp
+from core.webhooks import EVENT_CHUNK, STREAM_WEBHOOK_EVENTS, build_event, encode_event, format_timestamp
 
 DeliveryState = Literal["pending", "delivered", "failed", "dropped"]
 
@@ -157,7 +159,8 @@ class WebhookOutbox:
         redis_client: a redis-py client (``decode_responses`` either way).
         key_prefix: prefix of every key this class writes.
         progress_min_interval_s: at most one ``video.progress`` delivery per job per this many seconds.
-        progress_ttl_s: how long a progress delivery is kept (sent or not): a stale progress event
+        chunk_min_interval_s: at most one ``video.chunk`` delivery per job per this many seconds.
+        progress_ttl_s: how long a progress or chunk delivery is kept (sent or not): a stale one
             is worthless.
         retention_s: how long other deliveries (and the job's log) are kept; longer than any
             retry schedule.
@@ -170,12 +173,16 @@ class WebhookOutbox:
         *,
         key_prefix: str = "parla:",
         progress_min_interval_s: float = 1.0,
+        chunk_min_interval_s: float = 1.0,
         progress_ttl_s: float = 600.0,
         retention_s: float = 7 * 24 * 3600.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if progress_min_interval_s < 0:
-            raise ValueError(f"progress_min_interval_s must be >= 0, got {progress_min_interval_s}")
+        if progress_min_interval_s < 0 or chunk_min_interval_s < 0:
+            raise ValueError(
+                "progress_min_interval_s and chunk_min_interval_s must be >= 0, got "
+                f"{progress_min_interval_s}, {chunk_min_interval_s}"
+            )
         if progress_ttl_s <= 0 or retention_s <= 0:
             raise ValueError(
                 f"progress_ttl_s and retention_s must be > 0, got {progress_ttl_s}, {retention_s}"
@@ -183,6 +190,7 @@ class WebhookOutbox:
         self.redis = redis_client
         self.key_prefix = key_prefix
         self.progress_min_interval_s = progress_min_interval_s
+        self.chunk_min_interval_s = chunk_min_interval_s
         self.progress_ttl_s = progress_ttl_s
         self.retention_s = retention_s
         self.clock = clock
@@ -200,8 +208,9 @@ class WebhookOutbox:
     def job_log_key(self, job_id: str) -> str:
         return f"{self.key_prefix}webhook:job:{job_id}"
 
-    def _progress_key(self, job_id: str) -> str:
-        return f"{self.key_prefix}webhook:progress:{job_id}"
+    def _throttle_key(self, event_type: str, job_id: str) -> str:
+        # video.progress -> webhook:progress:<job>, video.chunk -> webhook:chunk:<job>
+        return f"{self.key_prefix}webhook:{event_type.removeprefix('video.')}:{job_id}"
 
     def _gone_key(self, job_id: str) -> str:
         return f"{self.key_prefix}webhook:gone:{job_id}"
@@ -212,10 +221,17 @@ class WebhookOutbox:
 
         Atomic across processes (``SET NX PX``). ``enqueue`` calls it for ``video.progress``.
         """
-        if self.progress_min_interval_s == 0:
+        return self._take_slot("video.progress", job_id, self.progress_min_interval_s)
+
+    def should_send_chunk(self, job_id: str) -> bool:
+        """Take the job's chunk slot: True at most once per ``chunk_min_interval_s`` per job (``SET NX PX``)."""
+        return self._take_slot(EVENT_CHUNK, job_id, self.chunk_min_interval_s)
+
+    def _take_slot(self, event_type: str, job_id: str, interval_s: float) -> bool:
+        if interval_s == 0:
             return True
-        interval_ms = max(1, int(self.progress_min_interval_s * 1000))
-        return bool(self.redis.set(self._progress_key(job_id), "1", nx=True, px=interval_ms))
+        interval_ms = max(1, int(interval_s * 1000))
+        return bool(self.redis.set(self._throttle_key(event_type, job_id), "1", nx=True, px=interval_ms))
 
     def enqueue(
         self,
@@ -238,16 +254,22 @@ class WebhookOutbox:
             occurred_at: when the event happened; now when omitted.
 
         Returns:
-            The delivery id (``msg_<uuid hex>``), or None when a progress event was throttled
-            away and nothing was stored.
+            The delivery id (``msg_<uuid hex>``), or None when a progress or chunk event was
+            throttled away and nothing was stored.
         """
-        if event_type == EVENT_PROGRESS and not terminal and not self.should_send_progress(job_id):
-            return None
+        is_stream = event_type in STREAM_WEBHOOK_EVENTS
+        if is_stream and not terminal:
+            taken = (
+                self.should_send_chunk(job_id)
+                if event_type == EVENT_CHUNK
+                else self.should_send_progress(job_id)
+            )
+            if not taken:
+                return None
         body = encode_event(build_event(event_type, data, occurred_at=occurred_at))
         delivery_id = f"msg_{uuid.uuid4().hex}"
         now = self.clock()
-        is_progress = event_type == EVENT_PROGRESS
-        ttl_ms = int((self.progress_ttl_s if is_progress else self.retention_s) * 1000)
+        ttl_ms = int((self.progress_ttl_s if is_stream else self.retention_s) * 1000)
         key = self.delivery_key(delivery_id)
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(
@@ -269,7 +291,7 @@ class WebhookOutbox:
             },
         )
         pipe.pexpire(key, ttl_ms)
-        if not is_progress:
+        if not is_stream:
             pipe.rpush(self.job_log_key(job_id), delivery_id)
             pipe.pexpire(self.job_log_key(job_id), ttl_ms)
         pipe.zadd(self.due_key, {delivery_id: now})
@@ -283,7 +305,7 @@ class WebhookOutbox:
         return Delivery.from_hash(fields) if fields else None
 
     def deliveries(self, job_id: str) -> list[dict[str, Any]]:
-        """The job's delivery log (progress events excluded), oldest first, for the job JSON."""
+        """The job's delivery log (progress and chunk events excluded), oldest first, for the job JSON."""
         ids = [_text(item) for item in self.redis.lrange(self.job_log_key(job_id), 0, -1)]
         entries = []
         for delivery_id in ids:

@@ -33,6 +33,7 @@ MAX_SECRET_BYTES: Final = 64
 
 EVENT_STARTED: Final = "video.started"
 EVENT_PROGRESS: Final = "video.progress"
+EVENT_CHUNK: Final = "video.chunk"
 EVENT_SUCCEEDED: Final = "video.succeeded"
 EVENT_FAILED: Final = "video.failed"
 EVENT_CANCELED: Final = "video.canceled"
@@ -41,7 +42,9 @@ TERMINAL_WEBHOOK_EVENTS: Final = (EVENT_SUCCEEDED, EVENT_FAILED, EVENT_CANCELED)
 """Events that end a job; the ones a client must not miss (retried for hours)."""
 DEFAULT_WEBHOOK_EVENTS: Final = TERMINAL_WEBHOOK_EVENTS
 """What a job subscribes to when its request names no ``webhook_events``."""
-ALL_WEBHOOK_EVENTS: Final = (EVENT_STARTED, EVENT_PROGRESS, *TERMINAL_WEBHOOK_EVENTS)
+STREAM_WEBHOOK_EVENTS: Final = (EVENT_PROGRESS, EVENT_CHUNK)
+"""Events sent while a job renders: throttled per job, one best-effort attempt, short-lived."""
+ALL_WEBHOOK_EVENTS: Final = (EVENT_STARTED, EVENT_PROGRESS, EVENT_CHUNK, *TERMINAL_WEBHOOK_EVENTS)
 
 HEADER_ID: Final = "webhook-id"
 HEADER_TIMESTAMP: Final = "webhook-timestamp"
@@ -214,7 +217,8 @@ def format_timestamp(moment: datetime) -> str:
 def build_event(
     event_type: str, data: Mapping[str, Any], *, occurred_at: datetime | None = None
 ) -> dict[str, Any]:
-    """The event envelope ``{"type", "timestamp", "data"}``; ``data`` is the job JSON.
+    """The event envelope ``{"type", "timestamp", "data"}``; ``data`` is the job JSON (with a
+    ``chunk`` object added for ``video.chunk``).
 
     ``timestamp`` is when the event happened, not when an attempt is made (that is the
     ``webhook-timestamp`` header), so it stays the same across retries.

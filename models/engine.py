@@ -17,7 +17,8 @@ A job may ask for outputs besides the video (``RenderParams.outputs``, e.g. ``mo
 ``landmarks``; an engine lists those it makes in its registry ``Capabilities.outputs``). Such an
 engine also implements ``OutputEngine``: the runner then calls ``render_chunk_outputs`` instead of
 ``render_chunk`` and stores each chunk's arrays beside its segment, and when the last chunk is done
-calls ``write_output`` once per extra output with the chunks' arrays joined along axis 0.
+calls ``write_output`` once per extra output with the chunks' arrays joined along axis 0 (memory
+mapped from disk) and a file to write the output into.
 
 Engines are generic over their prepared state and their options model (``models.options``); the
 registry (``models.registry``) names each engine's options, capabilities and constructor. This
@@ -29,7 +30,7 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, BinaryIO, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -199,6 +200,7 @@ class Engine(Protocol[PreparedT, OptionsT]):
     ) -> tuple[Frames, ChunkCarry]: ...
 
 
+@runtime_checkable
 class OutputEngine(Engine[PreparedT, OptionsT], Protocol[PreparedT, OptionsT]):
     """An engine that can make outputs besides the video (its ``Capabilities.outputs``)."""
 
@@ -211,8 +213,11 @@ class OutputEngine(Engine[PreparedT, OptionsT], Protocol[PreparedT, OptionsT]):
         """
         ...
 
-    def write_output(self, prepared: PreparedT, name: str, arrays: dict[str, npt.NDArray[Any]]) -> bytes:
-        """The file of output ``name`` from all chunks' arrays joined (axis 0 = every frame)."""
+    def write_output(
+        self, prepared: PreparedT, name: str, arrays: dict[str, npt.NDArray[Any]], target: BinaryIO
+    ) -> None:
+        """Write the file of output ``name`` into ``target`` from all chunks' arrays joined (axis 0 =
+        every frame; read-only memory-mapped arrays: read them, do not copy them whole needlessly)."""
         ...
 
 

@@ -13,7 +13,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from models.aniportrait.options import AniPortraitOptions, AniPortraitTinyOptions
 from models.engine import AnyEngine
+from models.hallo.options import HalloOptions, HalloTinyOptions
 from models.liveportrait.options import LivePortraitOptions
 from models.options import EngineOptions
 from models.testing import PatternOptions
@@ -91,6 +93,18 @@ def _vexpress_tiny() -> EngineFactory:
     return tiny_engine
 
 
+def _hallo() -> EngineFactory:
+    from models.hallo.engine import HalloEngine
+
+    return HalloEngine
+
+
+def _hallo_tiny() -> EngineFactory:
+    from models.hallo.testing import tiny_engine
+
+    return tiny_engine
+
+
 def _liveportrait() -> EngineFactory:
     from models.liveportrait.engine import LivePortraitEngine
 
@@ -99,6 +113,18 @@ def _liveportrait() -> EngineFactory:
 
 def _liveportrait_tiny() -> EngineFactory:
     from models.liveportrait.engine import tiny_engine
+
+    return tiny_engine
+
+
+def _aniportrait() -> EngineFactory:
+    from models.aniportrait.engine import AniPortraitEngine
+
+    return AniPortraitEngine
+
+
+def _aniportrait_tiny() -> EngineFactory:
+    from models.aniportrait.testing import tiny_engine
 
     return tiny_engine
 
@@ -134,19 +160,56 @@ ENGINES: dict[str, EngineSpec] = {
             _vexpress_tiny,
         ),
         EngineSpec(
+            "hallo",
+            "Hallo: SD1.5 diffusion with hierarchical (pose, face, lip) audio attention, an ArcFace "
+            "identity and a face-region mask; the published Hallo weights.",
+            HalloOptions,
+            Capabilities(needs_weights=True),
+            _hallo,
+        ),
+        EngineSpec(
+            "hallo-tiny",
+            "The hallo pipeline on tiny random weights (tests: noise, not faces).",
+            HalloTinyOptions,
+            Capabilities(),
+            _hallo_tiny,
+        ),
+        EngineSpec(
             "liveportrait",
             "LivePortrait: implicit-keypoint neural warp; driving video, or motion from the audio "
             "(procedural lips/blinks/sway, or the Ditto / JoyVASA motion diffusion models).",
             LivePortraitOptions,
-            Capabilities(driving_video=True, emotion=True, gaze=True, needs_weights=True, realtime=True),
+            Capabilities(
+                driving_video=True,
+                emotion=True,
+                gaze=True,
+                outputs=("video", "motion"),
+                needs_weights=True,
+                realtime=True,
+            ),
             _liveportrait,
         ),
         EngineSpec(
             "liveportrait-tiny",
             "The liveportrait renderer and its motion models on tiny random weights (tests: noise, not faces).",
             LivePortraitOptions,
-            Capabilities(driving_video=True, emotion=True, gaze=True),
+            Capabilities(driving_video=True, emotion=True, gaze=True, outputs=("video", "motion")),
             _liveportrait_tiny,
+        ),
+        EngineSpec(
+            "aniportrait",
+            "AniPortrait: audio -> face-mesh landmarks and head pose, then SD1.5 diffusion guided by "
+            "the drawn landmarks (head pose from the audio, a driving video, or still).",
+            AniPortraitOptions,
+            Capabilities(driving_video=True, outputs=("video", "landmarks"), needs_weights=True),
+            _aniportrait,
+        ),
+        EngineSpec(
+            "aniportrait-tiny",
+            "The aniportrait pipeline on tiny random weights (tests: noise, not faces).",
+            AniPortraitTinyOptions,
+            Capabilities(driving_video=True, outputs=("video", "landmarks")),
+            _aniportrait_tiny,
         ),
         EngineSpec(
             "test",

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 
+from core.logs import configure_logging
 from core.settings import Settings
 from service.app import create_app, face_portrait_check
 from service.server import uvicorn_config
@@ -15,9 +15,7 @@ from service.server import uvicorn_config
 
 def main() -> None:
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level)
     app = create_app(settings, portrait_check=face_portrait_check(settings) if settings.face_check else None)
     server = uvicorn.Server(uvicorn_config(app, settings))
     server.run()

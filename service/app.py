@@ -36,7 +36,7 @@ from service.middleware import BodySizeLimit, HeadSizeLimit
 from service.openapi import allowed_methods, complete_openapi, install_docs
 from service.routes import downloads, engines, health, previews, videos
 
-log = logging.getLogger("parla.api")
+log = logging.getLogger(__name__)
 PLAYGROUND_DIR = Path(__file__).resolve().parent / "playground"
 
 HTTP_CODES = {

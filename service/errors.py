@@ -22,6 +22,7 @@ class ErrorCode(StrEnum):
     JOB_NOT_FOUND = "job_not_found"
     ENGINE_NOT_FOUND = "engine_not_found"
     VIDEO_NOT_FOUND = "video_not_found"
+    OUTPUT_NOT_FOUND = "output_not_found"
     OBJECT_NOT_FOUND = "object_not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     NOT_ACCEPTABLE = "not_acceptable"
@@ -81,6 +82,7 @@ ERROR_CODE_DESCRIPTIONS: dict[ErrorCode, str] = {
     ErrorCode.JOB_NOT_FOUND: "404: no such job, or not one of yours.",
     ErrorCode.ENGINE_NOT_FOUND: "404: no such engine is served here.",
     ErrorCode.VIDEO_NOT_FOUND: "404: the job succeeded but its video file is missing.",
+    ErrorCode.OUTPUT_NOT_FOUND: "404: the job did not ask for that output (`outputs`), or its file is missing.",
     ErrorCode.OBJECT_NOT_FOUND: "404: a stored object is missing.",
     ErrorCode.METHOD_NOT_ALLOWED: "405: the route does not take this method (`Allow` lists those it takes).",
     ErrorCode.NOT_ACCEPTABLE: "406: no representation matches `Accept`.",

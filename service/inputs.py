@@ -22,7 +22,7 @@ from core.jsonsafe import MAX_BODY_DEPTH, check_depth, check_text, loads_bounded
 from core.netguard import BlockedAddress, UnsafeURL, check_url, guarded_async_client
 
 FILE_FIELDS = ("image", "audio", "driving_video")
-JSON_LIST_FIELDS = ("webhook_events",)
+JSON_LIST_FIELDS = ("webhook_events", "outputs")
 JSON_OBJECT_FIELDS = ("metadata", "engine_options")
 
 logger = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ async def submission_from_form(form: FormData, max_bytes: dict[str, int]) -> Sub
             raise InvalidInput(f"unexpected file field `{key}`", code="invalid_request")
         _check_text(value, f"`{key}`")
         if key in JSON_LIST_FIELDS:
-            raw.setdefault(key, []).extend(_json_or_csv(value))
+            raw.setdefault(key, []).extend(_json_or_csv(key, value))
         elif key in JSON_OBJECT_FIELDS:
             raw[key] = _json_field(key, value)
         else:
@@ -253,9 +253,9 @@ def _json_field(key: str, value: str) -> Any:
     return parsed
 
 
-def _json_or_csv(value: str) -> list[Any]:
+def _json_or_csv(key: str, value: str) -> list[Any]:
     text = value.strip()
     if text.startswith("["):
-        parsed = _json_field("webhook_events", text)
+        parsed = _json_field(key, text)
         return parsed if isinstance(parsed, list) else [parsed]
     return [part.strip() for part in text.split(",") if part.strip()]

@@ -33,9 +33,11 @@ from starlette.types import Scope
 from core.webhooks import (
     ALL_WEBHOOK_EVENTS,
     DEFAULT_WEBHOOK_EVENTS,
+    EVENT_CHUNK,
     HEADER_ID,
     HEADER_SIGNATURE,
     HEADER_TIMESTAMP,
+    STREAM_WEBHOOK_EVENTS,
 )
 from models.registry import engine_spec
 from service.errors import ERROR_CODE_DESCRIPTIONS, ErrorCode
@@ -210,6 +212,12 @@ _DOWNLOAD_ENTRIES: Final = (
     (416, (E.RANGE_NOT_SATISFIABLE,)),
 )
 DOWNLOAD_ERRORS: Final = errors(*_DOWNLOAD_ENTRIES)
+OUTPUT_ERRORS: Final = errors(
+    (404, (E.JOB_NOT_FOUND, E.OUTPUT_NOT_FOUND)),
+    (409, (E.VIDEO_NOT_READY,)),
+    (410, (E.VIDEO_EXPIRED,)),
+    (422, (E.INVALID_REQUEST,)),
+)
 PLAYLIST_ERRORS: Final = errors((404, (E.JOB_NOT_FOUND,)))
 SEGMENT_ERRORS: Final = errors((404, (E.JOB_NOT_FOUND, E.SEGMENT_NOT_FOUND)), (422, (E.INVALID_REQUEST,)))
 PREVIEW_ERRORS: Final = errors((404, (E.JOB_NOT_FOUND,)), (409, (E.PREVIEW_NOT_READY,)))
@@ -458,10 +466,76 @@ def submit_responses() -> Responses:
 WEBHOOK_SUMMARIES: Final = {
     "video.started": "A worker started rendering the job.",
     "video.progress": "A chunk of the video is rendered (one attempt, never retried).",
+    "video.chunk": "A chunk is stored: `data.chunk` names its frames and the live-preview links.",
     "video.succeeded": "The video is ready: `data.result.video_url` downloads it.",
     "video.failed": "The job failed: `data.error` says why.",
     "video.canceled": "The job was canceled.",
 }
+
+
+WEBHOOK_CHUNK_SCHEMA: Final[dict[str, Any]] = {
+    "type": "object",
+    "description": "The chunk a `video.chunk` event is about. The links are API routes: they take "
+    "the same bearer key as the rest of `/v1`.",
+    "required": [
+        "index",
+        "start_frame",
+        "stop_frame",
+        "frames",
+        "segment_url",
+        "playlist_url",
+        "preview_url",
+        "thumbnail_url",
+    ],
+    "properties": {
+        "index": {"type": "integer", "minimum": 0, "description": "The chunk's index (0 = first)."},
+        "start_frame": {"type": "integer", "minimum": 0, "description": "Its first frame in the video."},
+        "stop_frame": {"type": "integer", "minimum": 1, "description": "One past its last frame."},
+        "frames": {"type": "integer", "minimum": 1, "description": "Frames it holds."},
+        "segment_url": {"type": "string", "description": "Its HLS segment (`get_stream_segment`)."},
+        "playlist_url": {"type": "string", "description": "The job's live HLS playlist."},
+        "preview_url": {"type": "string", "description": "The finished chunks so far as one MP4."},
+        "thumbnail_url": {"type": "string", "description": "The first rendered frame (JPEG)."},
+    },
+}
+CHUNK_EXAMPLE: Final[dict[str, Any]] = {
+    "index": 0,
+    "start_frame": 0,
+    "stop_frame": 50,
+    "frames": 50,
+    "segment_url": "https://parla.example.com/v1/videos/vid_abcdefghijk234567mnp/stream/0.ts",
+    "playlist_url": "https://parla.example.com/v1/videos/vid_abcdefghijk234567mnp/stream.m3u8",
+    "preview_url": "https://parla.example.com/v1/videos/vid_abcdefghijk234567mnp/preview.mp4",
+    "thumbnail_url": "https://parla.example.com/v1/videos/vid_abcdefghijk234567mnp/thumbnail.jpg",
+}
+_JOB_REF: Final = "#/components/schemas/Job"
+
+
+def _webhook_data(event: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The envelope's ``data``: its schema and example (the job; plus ``chunk`` for ``video.chunk``)."""
+    job = {k: v for k, v in JOB_EXAMPLE.items() if k != "webhooks"}
+    description = "The job, as `GET /v1/videos/{id}` shows it (without `webhooks`)."
+    if event != EVENT_CHUNK:
+        return {"$ref": _JOB_REF, "description": description}, job
+    running = {
+        **job,
+        "status": "running",
+        "finished_at": None,
+        "result": None,
+        "progress": {**job["progress"], "chunks_done": 1, "frames_done": 50, "eta_s": 3.2},
+    }
+    schema = {
+        "description": description + " With `chunk`: the chunk just stored.",
+        "allOf": [
+            {"$ref": _JOB_REF},
+            {
+                "type": "object",
+                "required": ["chunk"],
+                "properties": {"chunk": {"$ref": "#/components/schemas/WebhookChunk"}},
+            },
+        ],
+    }
+    return schema, {**running, "chunk": CHUNK_EXAMPLE}
 
 
 def _webhooks() -> dict[str, Any]:
@@ -478,6 +552,7 @@ def _webhooks() -> dict[str, Any]:
     hooks: dict[str, Any] = {}
     for event in ALL_WEBHOOK_EVENTS:
         terminal = event in DEFAULT_WEBHOOK_EVENTS
+        data_schema, data_example = _webhook_data(event)
         hooks[event] = {
             "post": {
                 "operationId": f"webhook_{event.replace('.', '_')}",
@@ -489,6 +564,12 @@ def _webhooks() -> dict[str, Any]:
                         "Retried for about 16 hours until a 2xx; a 410 stops all of the job's deliveries."
                         if terminal
                         else "One attempt, never retried."
+                    )
+                    + (
+                        " At most one per second per job (the others are not sent): do not count on "
+                        "seeing every chunk; the playlist lists them all."
+                        if event in STREAM_WEBHOOK_EVENTS
+                        else ""
                     )
                 ),
                 "tags": ["webhooks"],
@@ -518,16 +599,13 @@ def _webhooks() -> dict[str, Any]:
                                         "format": "date-time",
                                         "description": "When the event happened (the same on every retry).",
                                     },
-                                    "data": {
-                                        "$ref": "#/components/schemas/Job",
-                                        "description": "The job, as `GET /v1/videos/{id}` shows it (without `webhooks`).",
-                                    },
+                                    "data": data_schema,
                                 },
                             },
                             "example": {
                                 "type": event,
                                 "timestamp": "2026-12-01T10:00:09.123456Z",
-                                "data": {k: v for k, v in JOB_EXAMPLE.items() if k != "webhooks"},
+                                "data": data_example,
                             },
                         }
                     },
@@ -596,6 +674,7 @@ def complete_openapi(schema: dict[str, Any], engine_names: list[str]) -> dict[st
     if "warp" not in engine_names:  # the example names an engine that this deployment serves, or none
         example = submit["requestBody"]["content"]["application/json"]["examples"]["urls"]["value"]
         del example["engine"], example["engine_options"]
+    schemas["WebhookChunk"] = WEBHOOK_CHUNK_SCHEMA
     schema["webhooks"] = _webhooks()
     schema["tags"] = [
         {"name": "videos", "description": "Submit, follow, list, cancel and download video jobs."},

@@ -20,7 +20,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from core.settings import Settings
 
-log = logging.getLogger("parla.api")
+log = logging.getLogger(__name__)
 
 
 class HeadTimeoutH11Protocol(H11Protocol):

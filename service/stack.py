@@ -20,8 +20,9 @@ from types import TracebackType
 import httpx
 
 from core.localredis import LocalRedis, free_port
+from core.logs import configure_logging
 
-log = logging.getLogger("parla.stack")
+log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_IMAGE = REPO_ROOT / "tests" / "assets" / "portrait.png"
 SAMPLE_AUDIO = REPO_ROOT / "tests" / "assets" / "speech.wav"
@@ -145,8 +146,12 @@ class Stack:
                     ready, readiness = answer.status_code == 200, answer.text
                 except httpx.HTTPError as exc:
                     ready, readiness = False, f"{type(exc).__name__}: {exc}"
-                alive = sum(1 for w in self.workers if w.poll() is None)
-                if ready and len(Worker.all(connection=connection)) >= alive:
+                # Every started worker must have registered, not only those still alive: a worker
+                # that exits between the check above and this count must not pass for ready.
+                if ready and len(Worker.all(connection=connection)) >= len(self.workers):
+                    report = self.exited_early()
+                    if report is not None:
+                        raise RuntimeError(f"a stack process exited during start: {report}")
                     return
                 time.sleep(0.2)
         finally:
@@ -250,8 +255,7 @@ def main() -> None:
     demo.add_argument("--image", type=Path, default=SAMPLE_IMAGE)
     demo.add_argument("--audio", type=Path, default=SAMPLE_AUDIO)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    configure_logging("INFO")
     env = {}
     if not os.environ.get("PARLA_API_KEYS"):
         env["PARLA_AUTH_DISABLED"] = "true"

@@ -37,7 +37,7 @@ from worker.rq_worker import ParlaWorker
 from worker.runner import ChunkRunner
 from worker.webhooks import WebhookDispatcher
 
-log = logging.getLogger("parla.worker")
+log = logging.getLogger(__name__)
 
 
 def resolve_device(device: str) -> str:
@@ -175,6 +175,7 @@ def run_worker(settings: Settings, burst: bool = False) -> None:
         metrics,
         lambda job_id: video_url(storage, settings, job_id),
         wake=dispatcher.notify if dispatcher else None,
+        api_url=settings.public_url or f"http://{settings.host}:{settings.port}",
     )
     limiter = RateLimiter(
         connection,

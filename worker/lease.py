@@ -21,6 +21,7 @@ from collections.abc import Callable
 from types import TracebackType
 
 from core.jobstore import JobStore, LeaseLost
+from core.logs import in_job_context
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,9 @@ class LeaseKeeper:
         self._valid_until = self._clock() + lease_s - heartbeat_s
         self._lost: str | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"parla-lease-{job_id}", daemon=True)
+        self._thread = threading.Thread(
+            target=in_job_context(self._run), name=f"parla-lease-{job_id}", daemon=True
+        )
 
     def start(self) -> LeaseKeeper:
         self._thread.start()

@@ -11,7 +11,7 @@ from core.metrics import ParlaMetrics
 from core.notify import JobNotifier
 from core.ratelimit import RateLimiter
 
-log = logging.getLogger("parla.worker")
+log = logging.getLogger(__name__)
 
 
 class WorkerObserver:
@@ -50,6 +50,9 @@ class WorkerObserver:
         except Exception:
             log.exception("job %s: observing %s failed", job.id, event_type)
         self.notifier.job_event(event_type, job)
+
+    def chunk_stored(self, job: Job, index: int, start: int, stop: int) -> None:
+        self.notifier.chunk_stored(job, index, start, stop)
 
     def _observe(self, event_type: str, job: Job) -> None:
         assert self.metrics is not None

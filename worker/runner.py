@@ -21,6 +21,7 @@ from its last checkpoint; anything else fails it as ``engine_error``.
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import tempfile
 import threading
@@ -34,22 +35,32 @@ import numpy as np
 import numpy.typing as npt
 
 from core.errors import InvalidInput, NotFound, ParlaError
-from core.jobs import Job, JobError, JobStatus, Progress, RenderOptions, VideoResult
+from core.jobs import Job, JobError, JobStatus, OutputFile, Progress, RenderOptions, VideoResult
 from core.jobstore import Attempt, JobStore, LeaseLost
+from core.logs import in_job_context, job_context
 from core.media import InputLimits, assemble_mp4, decode_audio, decode_image, encode_segment
 from core.redisconn import TRANSIENT_REDIS_ERRORS
-from core.storage import Storage, job_key
-from models.engine import AnyEngine, ChunkCarry, ChunkSpec, RenderInputs, RenderParams
+from core.storage import Storage, carry_key, job_key, output_key, output_part_key, segment_key
+from models.engine import (
+    AnyEngine,
+    ChunkCarry,
+    ChunkOutputs,
+    ChunkSpec,
+    OutputEngine,
+    RenderInputs,
+    RenderParams,
+)
 from models.options import EngineOptions, validate_options
 from worker.lease import LeaseKeeper
 
-log = logging.getLogger("parla.worker")
+log = logging.getLogger(__name__)
 
 
 class RunnerObserver(Protocol):
     """Hooks for webhooks and metrics; every method must return quickly and never raise."""
 
     def job_event(self, event_type: str, job: Job) -> None: ...
+    def chunk_stored(self, job: Job, index: int, start: int, stop: int) -> None: ...
     def stage_seconds(self, stage: str, seconds: float) -> None: ...
 
 
@@ -57,16 +68,14 @@ class NullObserver:
     def job_event(self, event_type: str, job: Job) -> None:
         return None
 
+    def chunk_stored(self, job: Job, index: int, start: int, stop: int) -> None:
+        return None
+
     def stage_seconds(self, stage: str, seconds: float) -> None:
         return None
 
 
-def segment_key(job_id: str, index: int) -> str:
-    return job_key(job_id, "segments", f"{index:05d}.mp4")
-
-
-def carry_key(job_id: str, index: int) -> str:
-    return job_key(job_id, "state", f"{index:05d}.carry")
+__all__ = ["ChunkRunner", "carry_key", "render_params", "segment_key"]
 
 
 def render_params(
@@ -85,7 +94,50 @@ def render_params(
         seed=options.seed or 0,
         framing=options.framing,
         face_index=options.face_index,
+        outputs=tuple(options.outputs),
     )
+
+
+def side_outputs(engine: AnyEngine, params: RenderParams[Any]) -> frozenset[str]:
+    """The outputs besides the video that the job asks for, checked against what the engine makes.
+
+    Raises:
+        InvalidInput: ``invalid_params`` when the engine cannot make one (the API checks this at
+            submit; a record from a deployment with another engine gets here).
+    """
+    wanted = frozenset(params.outputs) - {"video"}
+    if wanted and not isinstance(engine, OutputEngine):
+        raise InvalidInput(
+            f"outputs: engine {engine.name!r} makes only the video, not {', '.join(sorted(wanted))}",
+            code="invalid_params",
+        )
+    return wanted
+
+
+def _npz(arrays: dict[str, npt.NDArray[Any]]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _read_npz(data: bytes) -> dict[str, npt.NDArray[Any]]:
+    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+        return {name: archive[name] for name in archive.files}
+
+
+def check_chunk_outputs(chunk: ChunkSpec, wanted: frozenset[str], outputs: ChunkOutputs) -> None:
+    """An engine's side outputs of one chunk: exactly the wanted names, each array one row a frame."""
+    if set(outputs) != wanted:
+        raise RuntimeError(
+            f"engine returned outputs {sorted(outputs)} for chunk {chunk}, expected {sorted(wanted)}"
+        )
+    for name, arrays in outputs.items():
+        for key, array in arrays.items():
+            if array.ndim == 0 or array.shape[0] != chunk.num_frames or array.dtype == object:
+                raise RuntimeError(
+                    f"engine returned {name}.{key} {array.dtype} {array.shape} for chunk {chunk}, "
+                    f"expected {chunk.num_frames} rows"
+                )
 
 
 class ChunkRunner:
@@ -140,7 +192,12 @@ class ChunkRunner:
 
         None when there was nothing to do (already running elsewhere, finished, gone) or when this
         attempt stopped without ending the job (lease lost; a transient error left it to resume).
+        Every line logged meanwhile, on any thread of the job, names the job (``core.logs``).
         """
+        with job_context(job_id):
+            return self._run(job_id)
+
+    def _run(self, job_id: str) -> JobStatus | None:
         attempt = self.jobs.start_attempt(job_id, self.worker_name, self.lease_s)
         if attempt is None:
             log.info("job %s: already running elsewhere, finished or gone; nothing to do", job_id)
@@ -215,7 +272,9 @@ class ChunkRunner:
             driving = self.storage.get_bytes(driving_key) if self.storage.exists(driving_key) else None
         return RenderInputs(image, audio.samples, audio.sample_rate, driving), audio_bytes
 
-    def _resume_point(self, job_id: str, chunks: list[ChunkSpec]) -> tuple[int, ChunkCarry | None]:
+    def _resume_point(
+        self, job_id: str, chunks: list[ChunkSpec], wanted: frozenset[str]
+    ) -> tuple[int, ChunkCarry | None]:
         """First chunk still to render and the carry to start it from (after a crash: > 0)."""
         done = min(self.jobs.get(job_id).progress.chunks_done, len(chunks))
         while done > 0:
@@ -224,7 +283,9 @@ class ChunkRunner:
             except NotFound:
                 done -= 1  # recorded but not stored (storage lost it): render it again
                 continue
-            if self.storage.exists(segment_key(job_id, done - 1)):
+            stored = [segment_key(job_id, done - 1)]
+            stored += [output_part_key(job_id, name, done - 1) for name in sorted(wanted)]
+            if all(self.storage.exists(key) for key in stored):
                 return done, carry
             done -= 1
         return 0, None
@@ -237,9 +298,10 @@ class ChunkRunner:
             params = render_params(
                 job.params, self.engine.options_model, driving_video=inputs.driving_video is not None
             )
+            wanted = side_outputs(self.engine, params)
             prepared = self.engine.prepare(inputs, params)
             chunks = self.engine.plan(prepared)
-        first, carry = self._resume_point(job_id, chunks)
+        first, carry = self._resume_point(job_id, chunks, wanted)
         if first:
             log.info("job %s: resuming at chunk %d of %d", job_id, first, len(chunks))
         progress = Progress(
@@ -257,16 +319,23 @@ class ChunkRunner:
                 lease.check()
                 if self.jobs.cancel_requested(job_id):
                     break
+                outputs: ChunkOutputs = {}
                 with self._stage("render"):
-                    frames, carry = self.engine.render_chunk(prepared, chunk, carry)
+                    if wanted:
+                        frames, carry, outputs = self._output_engine.render_chunk_outputs(
+                            prepared, chunk, carry, wanted
+                        )
+                    else:
+                        frames, carry = self.engine.render_chunk(prepared, chunk, carry)
                 self.jobs.count_chunk_render(job_id, token)
+                check_chunk_outputs(chunk, wanted, outputs)
                 expected = (chunk.num_frames, prepared.height, prepared.width, 3)
                 if frames.shape != expected or frames.dtype != np.uint8:
                     raise RuntimeError(
                         f"engine returned {frames.dtype} {frames.shape} for chunk {chunk}, expected {expected}"
                     )
-                sink.put(chunk, frames, carry)
-                del frames
+                sink.put(chunk, frames, carry, outputs)
+                del frames, outputs
         except BaseException:
             sink.close(raise_error=False)  # stores what was handed over (a crash loses no more)
             raise
@@ -274,7 +343,63 @@ class ChunkRunner:
         if self.jobs.cancel_requested(job_id):
             return self._cancel(attempt)
         result = self._assemble(job_id, chunks, audio_bytes, prepared, lease)
+        result.outputs = self._write_outputs(job_id, chunks, prepared, wanted, lease)
         return self._finish(attempt, JobStatus.SUCCEEDED, result=result)
+
+    @property
+    def _output_engine(self) -> OutputEngine[Any, Any]:
+        assert isinstance(self.engine, OutputEngine)  # side_outputs checked it
+        return self.engine
+
+    def _write_outputs(
+        self, job_id: str, chunks: list[ChunkSpec], prepared: Any, wanted: frozenset[str], lease: LeaseKeeper
+    ) -> dict[str, OutputFile]:
+        """Each side output's file, from its chunks' arrays joined in order (axis 0: every frame).
+
+        The arrays are joined into memory-mapped files and the engine writes the output into a
+        file: memory holds one chunk's part at a time, whatever the length of the job.
+        """
+        files: dict[str, OutputFile] = {}
+        for name in sorted(wanted):
+            with tempfile.TemporaryDirectory(prefix="parla-out-") as tmp:
+                joined = self._join_parts(job_id, name, chunks, Path(tmp))
+                path = Path(tmp) / f"{name}.npz"
+                with self._stage("encode"), path.open("wb") as handle:
+                    self._output_engine.write_output(prepared, name, joined, handle)
+                del joined
+                lease.check()
+                with self._stage("upload"):
+                    self.storage.put_file(output_key(job_id, name), path, "application/octet-stream")
+                files[name] = OutputFile(bytes=path.stat().st_size)
+        return files
+
+    def _join_parts(
+        self, job_id: str, name: str, chunks: list[ChunkSpec], tmp: Path
+    ) -> dict[str, npt.NDArray[Any]]:
+        total = chunks[-1].stop - chunks[0].start
+        joined: dict[str, npt.NDArray[Any]] = {}
+        row = 0
+        for chunk in chunks:
+            part = _read_npz(self.storage.get_bytes(output_part_key(job_id, name, chunk.index)))
+            if not joined:
+                joined = {
+                    key: np.lib.format.open_memmap(  # type: ignore[no-untyped-call]
+                        tmp / f"{index}.npy", mode="w+", dtype=array.dtype, shape=(total, *array.shape[1:])
+                    )
+                    for index, (key, array) in enumerate(sorted(part.items()))
+                }
+            if set(part) != set(joined):
+                raise RuntimeError(f"the chunks of output {name!r} hold different arrays")
+            for key, array in part.items():
+                target = joined[key]
+                if array.dtype != target.dtype or array.shape[1:] != target.shape[1:]:
+                    raise RuntimeError(
+                        f"output {name!r}: chunk {chunk.index}'s {key} is {array.dtype} {array.shape}, "
+                        f"chunk 0's {target.dtype} {target.shape[1:]} per frame"
+                    )
+                target[row : row + chunk.num_frames] = array
+            row += chunk.num_frames
+        return joined
 
     def _assemble(
         self, job_id: str, chunks: list[ChunkSpec], audio_bytes: bytes, prepared: Any, lease: LeaseKeeper
@@ -312,18 +437,25 @@ class ChunkRunner:
         chunk: ChunkSpec,
         frames: npt.NDArray[np.uint8],
         carry: ChunkCarry,
+        outputs: ChunkOutputs,
     ) -> None:
-        """Checkpoint one rendered chunk: encode, store segment and carry, then record progress."""
+        """Checkpoint one rendered chunk: encode, store segment, side outputs and carry, then record
+        progress (the carry last: a resume trusts a chunk whose carry is stored)."""
         with self._stage("encode"):
             segment = encode_segment(frames, fps)
+            parts = {name: _npz(arrays) for name, arrays in outputs.items()}
         lease.check()
         with self._stage("upload"):
             self.storage.put_bytes(segment_key(job_id, chunk.index), segment, "video/mp4")
+            for name, part in parts.items():
+                self.storage.put_bytes(output_part_key(job_id, name, chunk.index), part)
             self.storage.put_bytes(carry_key(job_id, chunk.index), carry.to_bytes())
         progress.chunks_done, progress.frames_done = chunk.index + 1, chunk.stop
         progress.eta_s = clock.eta_s(chunk.index + 1)
         self.jobs.set_progress(job_id, progress, token)
-        self.observer.job_event("video.progress", self.jobs.get(job_id))
+        job = self.jobs.get(job_id)
+        self.observer.job_event("video.progress", job)
+        self.observer.chunk_stored(job, chunk.index, chunk.start, chunk.stop)
 
     def _cancel(self, attempt: Attempt) -> JobStatus | None:
         log.info("job %s: canceled", attempt.job.id)
@@ -374,7 +506,7 @@ class ChunkSink:
         self._threaded = threaded
         self._idle = threading.Semaphore(1)  # held from a hand-over until that chunk is stored
         self._ready = threading.Event()
-        self._handed: tuple[ChunkSpec, npt.NDArray[np.uint8], ChunkCarry] | None = None
+        self._handed: tuple[ChunkSpec, npt.NDArray[np.uint8], ChunkCarry, ChunkOutputs] | None = None
         self._closing = False
         self._failed = False
         self._error: BaseException | None = None
@@ -386,19 +518,23 @@ class ChunkSink:
             error, self._error = self._error, None
             raise error
 
-    def put(self, chunk: ChunkSpec, frames: npt.NDArray[np.uint8], carry: ChunkCarry) -> None:
+    def put(
+        self, chunk: ChunkSpec, frames: npt.NDArray[np.uint8], carry: ChunkCarry, outputs: ChunkOutputs
+    ) -> None:
         if not self._threaded:
-            self._store(chunk, frames, carry)
+            self._store(chunk, frames, carry, outputs)
             return
         if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name=f"parla-sink-{self._job_id}", daemon=True)
+            self._thread = threading.Thread(
+                target=in_job_context(self._loop), name=f"parla-sink-{self._job_id}", daemon=True
+            )
             self._thread.start()
         self._idle.acquire()  # the previous chunk is stored, or failed
         if self._failed:
             self._idle.release()
             self.raise_if_failed()
             raise RuntimeError("the chunk sink failed earlier")  # its error was raised already
-        self._handed = (chunk, frames, carry)
+        self._handed = (chunk, frames, carry, outputs)
         self._ready.set()
 
     def close(self, *, raise_error: bool = True) -> None:

@@ -35,25 +35,11 @@ class AniPortraitOptions(EngineOptions):
         description="Head pose from speech (`audio2pose`, the reference's), from the driving video's "
         "head (`driving`), or the portrait's pose held (`still`).",
     )
-    outputs: tuple[Literal["video", "landmarks"], ...] = Field(
-        ("video",),
-        description="What the job produces: the `video`, and with `landmarks` also the first stage's "
-        "2D landmarks per frame (an extra file beside the video's chunks).",
-    )
 
     @field_validator("head_motion")
     @classmethod
     def _driving_needs_video(cls, value: str, info: ValidationInfo) -> str:
         check_driving_video(value, info)
-        return value
-
-    @field_validator("outputs")
-    @classmethod
-    def _outputs_include_video(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if "video" not in value or len(set(value)) != len(value):
-            raise ValueError(
-                f"outputs must include 'video' once, each output at most once, got {list(value)}"
-            )
         return value
 
     @model_validator(mode="after")

@@ -48,6 +48,8 @@ from models.sd.checkpoint import (
 )
 
 NET_FILE = "hallo/net.pth"
+HALLO2_NET_FILE = "hallo2/net.pth"
+"""Hallo2's checkpoint (``pretrained_models/hallo2/net.pth``): the same modules and prefixes."""
 MOTION_MODULE_FILE = "motion_module/mm_sd_v15_v2.ckpt"
 UNET_CONFIG_PATH = "stable-diffusion-v1-5/unet/config.json"
 EXTERNAL_MODELS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
@@ -133,7 +135,9 @@ def key_manifest(modules: HalloModules) -> dict[str, list[int]]:
     return {key: list(tensor.shape) for key, tensor in modules.state_dict().items()}
 
 
-def split_net_state(state: Mapping[str, Any], modules: HalloModules) -> dict[str, dict[str, Any]]:
+def split_net_state(
+    state: Mapping[str, Any], modules: HalloModules, net_file: str = NET_FILE
+) -> dict[str, dict[str, Any]]:
     """``net.pth``'s state split by prefix and checked strictly against each module.
 
     Raises:
@@ -155,7 +159,7 @@ def split_net_state(state: Mapping[str, Any], modules: HalloModules) -> dict[str
         problems.append(f"{len(orphans)} keys under no module prefix ({', '.join(names)}): {shown}")
     for name, module in modules.items():
         try:
-            check_keys(module, parts[name], f"{NET_FILE} [{name}.]")
+            check_keys(module, parts[name], f"{net_file} [{name}.]")
         except WeightsError as error:
             problems.append(str(error))
     if problems:
@@ -163,10 +167,12 @@ def split_net_state(state: Mapping[str, Any], modules: HalloModules) -> dict[str
     return parts
 
 
-def missing_files(weights_dir: Path, *, include_external: bool = False) -> list[str]:
+def missing_files(
+    weights_dir: Path, *, include_external: bool = False, net_file: str = NET_FILE
+) -> list[str]:
     """The published files `load_published` needs (and with `include_external`, the pipeline's) that
     `weights_dir` lacks."""
-    missing = [path for path in (NET_FILE, UNET_CONFIG_PATH) if not (weights_dir / path).is_file()]
+    missing = [path for path in (net_file, UNET_CONFIG_PATH) if not (weights_dir / path).is_file()]
     if include_external:
         for folder, config, weight_names in EXTERNAL_MODELS:
             if not (weights_dir / folder / config).is_file():
@@ -183,14 +189,16 @@ def load_published(
     sizes: ModuleSizes | None = None,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
+    net_file: str = NET_FILE,
 ) -> HalloModules:
-    """Loads ``hallo/net.pth`` strictly into freshly built modules (see the module docstring).
+    """Loads ``hallo/net.pth`` (or `net_file`, e.g. `HALLO2_NET_FILE`) strictly into freshly built
+    modules (see the module docstring).
 
     Raises:
         WeightsError: a file is missing or unreadable, or its keys/shapes do not match the modules.
     """
     weights_dir = Path(weights_dir)
-    missing = missing_files(weights_dir)
+    missing = missing_files(weights_dir, net_file=net_file)
     if unet_config is not None:
         missing = [path for path in missing if path != UNET_CONFIG_PATH]
     if missing:
@@ -199,8 +207,8 @@ def load_published(
         unet_config = read_json(weights_dir / UNET_CONFIG_PATH)
     config = unet_config
     modules = build_on_meta(lambda: build_modules(config, sizes, device="meta", dtype=dtype))
-    state = read_bin(weights_dir / NET_FILE)
-    parts = split_net_state(state, modules)
+    state = read_bin(weights_dir / net_file)
+    parts = split_net_state(state, modules, net_file)
     del state
     for name, module in modules.items():
         assign(module, parts.pop(name), device, dtype)
@@ -259,7 +267,9 @@ def _sizes_entry(sizes: ModuleSizes) -> dict[str, Any]:
     }
 
 
-def convert_to_safetensors(weights_dir: Path, out_dir: Path, *, sizes: ModuleSizes | None = None) -> None:
+def convert_to_safetensors(
+    weights_dir: Path, out_dir: Path, *, sizes: ModuleSizes | None = None, net_file: str = NET_FILE
+) -> None:
     """One-time conversion of ``net.pth`` into our layout; as strict as `load_published`; the manifest
     is written last.
 
@@ -267,21 +277,21 @@ def convert_to_safetensors(weights_dir: Path, out_dir: Path, *, sizes: ModuleSiz
         WeightsError: as `load_published`.
     """
     weights_dir, out_dir = Path(weights_dir), Path(out_dir)
-    missing = missing_files(weights_dir)
+    missing = missing_files(weights_dir, net_file=net_file)
     if missing:
         raise WeightsError(f"{weights_dir} lacks {', '.join(missing)}")
     sizes = sizes or ModuleSizes.published()
     unet_config = read_json(weights_dir / UNET_CONFIG_PATH)
     modules = build_on_meta(lambda: build_modules(unet_config, sizes, device="meta"))
-    state = read_bin(weights_dir / NET_FILE)
-    parts = split_net_state(state, modules)
+    state = read_bin(weights_dir / net_file)
+    parts = split_net_state(state, modules, net_file)
     del state
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / CONVERTED_MANIFEST).unlink(missing_ok=True)
     manifest: dict[str, Any] = {
         "format": CONVERTED_FORMAT,
         "format_version": CONVERTED_FORMAT_VERSION,
-        "source": f"published Hallo {NET_FILE}",
+        "source": f"published Hallo {net_file}",
         "unet_config": CONVERTED_UNET_CONFIG,
         "sizes": _sizes_entry(sizes),
         "modules": {},

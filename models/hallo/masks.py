@@ -5,7 +5,8 @@
 - face box: the bounds of the silhouette landmarks, grown by `face_expand_ratio` about its centre
   (shifted back inside the image); lip box: the lip landmarks' bounds grown by 2;
 - both resized to 64x64, Gaussian-blurred (face 51x51, lip 31x31), min-max normalised to 0..255;
-- full (pose) = 255 - blurred face, face = blurred face - blurred lip (saturating), lip = blurred lip;
+- full (pose) = 1 - blurred face (as the reference, in floats, truncated to uint8), face = blurred face
+  - blurred lip (saturating), lip = blurred lip;
 - per attention level, each resized (bilinear, PIL) to the level's latent size and scaled to [0, 1];
 - the face locator's input is the sharp face box at image size, as RGB in [0, 1].
 """
@@ -58,6 +59,12 @@ def expand_region(
     return round(min_x), round(max_x), round(min_y), round(max_y)
 
 
+def invert_mask(mask: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """The reference's ``get_background_mask``: ``(1 - x / 255) * 255`` in floats, truncated to uint8;
+    not ``255 - x``: the two differ by one for 50 of the 256 values (43 -> 211, not 212)."""
+    return ((1.0 - mask / 255.0) * 255).astype(np.uint8)
+
+
 def _box_mask(
     points: npt.NDArray[np.float32], width: int, height: int, ratio: float
 ) -> npt.NDArray[np.uint8]:
@@ -104,7 +111,7 @@ def hallo_masks(
     face_box = _box_mask(points[list(SILHOUETTE_IDS)], width, height, face_expand_ratio)
     lip_box = _box_mask(points[list(LIP_IDS)], width, height, LIP_EXPAND_RATIO)
     face_blur, lip_blur = _blur(face_box, 51), _blur(lip_box, 31)
-    full = (255 - face_blur).astype(np.uint8)
+    full = invert_mask(face_blur)
     face = np.clip(face_blur.astype(np.int16) - lip_blur.astype(np.int16), 0, 255).astype(np.uint8)
     levels = [(_resized(full, size), _resized(face, size), _resized(lip_blur, size)) for size in level_sizes]
     region = np.repeat(face_box[None].astype(np.float32) / 255.0, 3, axis=0)

@@ -37,6 +37,14 @@ class HalloOptions(EngineOptions):
         2, ge=0, le=MAX_WINDOW_FRAMES - 1, description="Generated frames carried into the next clip."
     )
 
+    motion_mask_rate: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Hallo2's long-video setting: share of motion-frame pixels outside the face box set "
+        "to zero (0.25 in Hallo2's long.yaml; 0: Hallo).",
+    )
+
     @model_validator(mode="after")
     def _fits_motion_modules(self) -> HalloOptions:
         if self.clip_frames + self.motion_frames > MAX_WINDOW_FRAMES:

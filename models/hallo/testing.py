@@ -8,17 +8,24 @@ get small random values, so every condition path changes the output.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import torch
 from torch import nn
 
 from models.hallo.checkpoint import HalloModules, ModuleSizes, build_modules
 from models.hallo.configs import (
+    TINY_WAV2VEC_DIM,
+    TINY_WAV2VEC_LAYERS,
     tiny_audio_projection_config,
     tiny_face_locator_config,
     tiny_hallo_unet_config,
     tiny_image_projection_config,
     tiny_unet_additional_kwargs,
 )
+
+if TYPE_CHECKING:
+    from models.hallo.engine import HalloComponents, HalloEngine
 
 
 def tiny_sizes() -> ModuleSizes:
@@ -48,3 +55,80 @@ def tiny_modules(seed: int = 0, dtype: torch.dtype = torch.float32) -> HalloModu
     for _, module in modules.items():
         fill_zero_layers(module, generator)
     return modules
+
+
+def tiny_audio_encoder(seed: int = 0) -> Any:
+    """wav2vec2-base's layout (7-conv feature encoder with group norm, hop 320, post-norm encoder)
+    at `TINY_WAV2VEC_DIM` wide with `TINY_WAV2VEC_LAYERS` layers, random weights, eval mode."""
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    torch.manual_seed(seed)
+    config = Wav2Vec2Config(
+        hidden_size=TINY_WAV2VEC_DIM,
+        num_hidden_layers=TINY_WAV2VEC_LAYERS,
+        num_attention_heads=2,
+        intermediate_size=2 * TINY_WAV2VEC_DIM,
+        conv_dim=(16,) * 7,
+        conv_stride=(5, 2, 2, 2, 2, 2, 2),
+        conv_kernel=(10, 3, 3, 3, 3, 2, 2),
+        feat_extract_norm="group",
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        do_stable_layer_norm=False,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        feat_proj_dropout=0.0,
+        layerdrop=0.0,
+        mask_time_prob=0.0,
+        vocab_size=8,
+    )
+    encoder: Any = Wav2Vec2Model(config)
+    return encoder.eval()
+
+
+def tiny_components(seed: int = 0, embedder: Any = None) -> HalloComponents:
+    """Tiny random modules, VAE and wav2vec2, and the stand-in identity embedding (CPU, fp32)."""
+    from models.hallo.arcface import StandInEmbedder
+    from models.hallo.engine import HalloComponents
+    from models.sd.testing import sd_vae
+
+    modules = tiny_modules(seed)
+    torch.manual_seed(seed + 2)
+    vae = sd_vae()
+    return HalloComponents(
+        modules=modules,
+        vae=vae,
+        audio_encoder=tiny_audio_encoder(seed + 3),
+        embedder=embedder if embedder is not None else StandInEmbedder(seed),
+    )
+
+
+def tiny_engine(
+    seed: int = 0,
+    face_analyzer: Any = None,
+    device: str = "cpu",
+    weights_dir: Any = None,
+    audio_window_frames: int = 250,
+    audio_context_frames: int = 50,
+) -> HalloEngine:
+    """A ``HalloEngine`` on tiny random weights (CPU, fp32) whose options default to 2 steps and
+    4-frame clips; jobs at size 64 (any multiple of 64 works, the cost grows with its square).
+
+    ``face_analyzer`` defaults to MediaPipe. ``device`` and ``weights_dir`` are what every engine is
+    given by the worker; the tiny weights are always built on the CPU and ``weights_dir`` is ignored.
+    """
+    from models.hallo.engine import HalloEngine
+    from models.hallo.options import HalloTinyOptions
+
+    engine = HalloEngine(
+        device="cpu",
+        dtype="fp32",
+        components=tiny_components(seed),
+        face_analyzer=face_analyzer,
+        audio_window_frames=audio_window_frames,
+        audio_context_frames=audio_context_frames,
+        warmup_size=64,
+    )
+    engine.options_model = HalloTinyOptions
+    return engine

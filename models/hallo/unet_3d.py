@@ -90,15 +90,13 @@ class HalloReferenceNet(ReferenceNet):
     """
 
     transformer_block_class: ClassVar[type[HalloReferenceWriterBlock]] = HalloReferenceWriterBlock
-
-    def __init__(self, **unet_kwargs: Any) -> None:
-        super().__init__(**unet_kwargs)
-        del self.conv_out
+    has_conv_out: ClassVar[bool] = False
 
     @classmethod
     def from_unet_config(cls, config: Mapping[str, Any]) -> HalloReferenceNet:
         """Builds it from a diffusers UNet config (SD1.5's ``unet/config.json``)."""
-        return cls(**unet_kwargs_from_config(config))
+        model: HalloReferenceNet = cls(**unet_kwargs_from_config(config))
+        return model
 
 
 class HalloUNet3D(UNet3DConditionModel):

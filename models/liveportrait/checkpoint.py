@@ -11,6 +11,21 @@ Published layout (``weights_dir``, as in the reference's ``pretrained_weights/li
                                                        -> the stitching, lip and eye MLPs
                                                           (keys may carry DDP's ``module.`` prefix)
 
+Ditto's PyTorch release (digital-avatar/ditto-talkinghead, ``ditto_pytorch/models/``) ships the same
+networks under other names (its module classes are LivePortrait's, built with the same sizes; the key
+layouts are identical, checked against the manifest of the reference's modules)::
+
+    ditto_pytorch/models/appearance_extractor.pth      -> F
+    ditto_pytorch/models/motion_extractor.pth          -> M
+    ditto_pytorch/models/warp_network.pth              -> W
+    ditto_pytorch/models/decoder.pth                   -> G
+    ditto_pytorch/models/stitch_network.pth["retarget_shoulder"]
+                                                       -> the stitching MLP (Ditto reads only this entry)
+
+Ditto does not use the eye and lip retargeting MLPs; they are read from ``stitch_network.pth``'s
+``retarget_mouth``/``retarget_eye`` entries when it has them, else from LivePortrait's retargeting file
+in the same `weights_dir`, else loading fails naming both.
+
 Loading is the shared strict loading (``models.sd.checkpoint``): ``torch.load(weights_only=True)``,
 memory-mapped, every key lands in a parameter or buffer of the same shape and every one is filled,
 else `WeightsError` listing the keys; modules are built on the meta device and the tensors assigned.
@@ -63,6 +78,21 @@ PUBLISHED_FILES: dict[str, tuple[str, str | None]] = {
     "retarget_eye": (RETARGETING_FILE, "retarget_eye"),
 }
 DDP_PREFIX = "module."
+
+DITTO_MODELS_DIR = "ditto_pytorch/models"
+DITTO_STITCH_FILE = f"{DITTO_MODELS_DIR}/stitch_network.pth"
+# Ditto's file names for the same modules; the retargeting MLPs are resolved by `layout_files`.
+DITTO_FILES: dict[str, tuple[str, str | None]] = {
+    "appearance_feature_extractor": (f"{DITTO_MODELS_DIR}/appearance_extractor.pth", None),
+    "motion_extractor": (f"{DITTO_MODELS_DIR}/motion_extractor.pth", None),
+    "warping_module": (f"{DITTO_MODELS_DIR}/warp_network.pth", None),
+    "spade_generator": (f"{DITTO_MODELS_DIR}/decoder.pth", None),
+    "stitching": (DITTO_STITCH_FILE, "retarget_shoulder"),
+}
+LAYOUTS: dict[str, dict[str, tuple[str, str | None]]] = {
+    "liveportrait": PUBLISHED_FILES,
+    "ditto": DITTO_FILES,
+}
 
 CONVERTED_FORMAT = "parla-liveportrait"
 CONVERTED_FORMAT_VERSION = 1
@@ -139,10 +169,54 @@ def state_manifest(config: LivePortraitConfig | None = None) -> dict[str, dict[s
     }
 
 
-def missing_files(weights_dir: Path) -> list[str]:
-    """Published files (relative to `weights_dir`) that `load_published` needs and that are absent."""
-    needed = dict.fromkeys(file for file, _ in PUBLISHED_FILES.values())
+def missing_files(weights_dir: Path, layout: str = "liveportrait") -> list[str]:
+    """Files of `layout` (``"liveportrait"`` or ``"ditto"``, relative to `weights_dir`) that are absent."""
+    needed = dict.fromkeys(file for file, _ in LAYOUTS[layout].values())
     return [file for file in needed if not (Path(weights_dir) / file).is_file()]
+
+
+def detect_layout(weights_dir: Path) -> str:
+    """``"liveportrait"`` when all of LivePortrait's files are in `weights_dir`, else ``"ditto"`` when all
+    of Ditto's are.
+
+    Raises:
+        WeightsError: neither layout is complete; names what each lacks.
+    """
+    weights_dir = Path(weights_dir)
+    missing = {layout: missing_files(weights_dir, layout) for layout in LAYOUTS}
+    for layout, absent in missing.items():
+        if not absent:
+            return layout
+    raise WeightsError(
+        f"{weights_dir} lacks {', '.join(missing['liveportrait'])} (LivePortrait's layout), "
+        f"or {', '.join(missing['ditto'])} (Ditto's layout)"
+    )
+
+
+def layout_files(weights_dir: Path, layout: str) -> dict[str, tuple[str, str | None]]:
+    """Module -> (file, entry) for every module in `layout`; for Ditto's, where the eye and lip
+    retargeting MLPs come from (module docstring).
+
+    Raises:
+        WeightsError: Ditto's layout without any source for the retargeting MLPs.
+    """
+    if layout == "liveportrait":
+        return dict(PUBLISHED_FILES)
+    files = dict(DITTO_FILES)
+    stitch = read_bin(Path(weights_dir) / DITTO_STITCH_FILE)
+    if "retarget_mouth" in stitch or "retarget_eye" in stitch:
+        source = DITTO_STITCH_FILE
+    elif (Path(weights_dir) / RETARGETING_FILE).is_file():
+        source = RETARGETING_FILE
+    else:
+        raise WeightsError(
+            f"{DITTO_STITCH_FILE} in {weights_dir} has no 'retarget_mouth'/'retarget_eye' entries "
+            f"(entries: {sorted(stitch)}) and {RETARGETING_FILE} is absent: the eye and lip "
+            "retargeting MLPs are LivePortrait's (KwaiVGI/LivePortrait's pretrained_weights/liveportrait)"
+        )
+    files["retarget_lip"] = (source, "retarget_mouth")
+    files["retarget_eye"] = (source, "retarget_eye")
+    return files
 
 
 def load_published(
@@ -151,41 +225,64 @@ def load_published(
     config: LivePortraitConfig | None = None,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
+    layout: str | None = None,
 ) -> LivePortraitModules:
     """Loads the published ``.pth`` files strictly into freshly built modules.
+
+    Args:
+        layout: ``"liveportrait"`` or ``"ditto"`` (file names, module docstring); by default the
+            complete one (`detect_layout`, LivePortrait's first).
 
     Raises:
         WeightsError: a file is missing or unreadable, or keys/shapes do not match a module.
     """
     weights_dir = Path(weights_dir)
-    missing = missing_files(weights_dir)
-    if missing:
-        raise WeightsError(f"{weights_dir} lacks {', '.join(missing)}")
+    files = _checked_layout(weights_dir, layout)
     modules = build_on_meta(lambda: build_modules(config, device="meta", dtype=dtype))
-    for _, module, state in _published_states(weights_dir, modules):
+    for _, module, state in _published_states(weights_dir, modules, files):
         assign(module, state, device, dtype)
     return modules
 
 
-def save_published(modules: LivePortraitModules, weights_dir: Path) -> None:
-    """Writes `modules` in the published layout (the retargeting entries with DDP's ``module.`` prefix,
-    as the published file has them). Used for test fixtures and random full-size checkpoints."""
+def save_published(
+    modules: LivePortraitModules,
+    weights_dir: Path,
+    *,
+    layout: str = "liveportrait",
+    with_retargeting: bool = True,
+) -> None:
+    """Writes `modules` in a published layout (entries of a multi-entry file with DDP's ``module.``
+    prefix, as LivePortrait's retargeting file has them). Used for test fixtures and random full-size
+    checkpoints.
+
+    Args:
+        layout: ``"liveportrait"`` or ``"ditto"``.
+        with_retargeting: Ditto's layout only: whether ``stitch_network.pth`` also holds the eye and
+            lip MLPs (``retarget_mouth``, ``retarget_eye``); without them they are not written.
+    """
     weights_dir = Path(weights_dir)
-    retargeting: dict[str, dict[str, torch.Tensor]] = {}
+    files = dict(LAYOUTS[layout])
+    if layout == "ditto" and with_retargeting:
+        files["retarget_lip"] = (DITTO_STITCH_FILE, "retarget_mouth")
+        files["retarget_eye"] = (DITTO_STITCH_FILE, "retarget_eye")
+    entries: dict[str, dict[str, dict[str, torch.Tensor]]] = {}
     for name, module in modules.items():
-        file, entry = PUBLISHED_FILES[name]
+        if name not in files:
+            continue
+        file, entry = files[name]
         state = {key: tensor.detach().cpu().clone() for key, tensor in module.state_dict().items()}
         target = weights_dir / file
         target.parent.mkdir(parents=True, exist_ok=True)
         if entry is None:
             torch.save(state, target)
         else:
-            retargeting[entry] = {DDP_PREFIX + key: tensor for key, tensor in state.items()}
-    torch.save(retargeting, weights_dir / RETARGETING_FILE)
+            entries.setdefault(file, {})[entry] = {DDP_PREFIX + key: tensor for key, tensor in state.items()}
+    for file, container in entries.items():
+        torch.save(container, weights_dir / file)
 
 
 def convert_to_safetensors(
-    weights_dir: Path, out_dir: Path, *, config: LivePortraitConfig | None = None
+    weights_dir: Path, out_dir: Path, *, config: LivePortraitConfig | None = None, layout: str | None = None
 ) -> None:
     """One-time conversion of the published files into our layout (see the module docstring), checked
     as strictly as `load_published`; the manifest is written last.
@@ -194,21 +291,18 @@ def convert_to_safetensors(
         WeightsError: as `load_published`.
     """
     weights_dir, out_dir = Path(weights_dir), Path(out_dir)
-    missing = missing_files(weights_dir)
-    if missing:
-        raise WeightsError(f"{weights_dir} lacks {', '.join(missing)}")
+    files = _checked_layout(weights_dir, layout)
     modules = build_on_meta(lambda: build_modules(config, device="meta"))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / CONVERTED_MANIFEST).unlink(missing_ok=True)
     manifest: dict[str, Any] = {
         "format": CONVERTED_FORMAT,
         "format_version": CONVERTED_FORMAT_VERSION,
-        "source": "published LivePortrait files: "
-        + ", ".join(dict.fromkeys(f for f, _ in PUBLISHED_FILES.values())),
+        "source": "published files: " + ", ".join(dict.fromkeys(f for f, _ in files.values())),
         "config": modules.config.to_dict(),
         "modules": {},
     }
-    for name, module, state in _published_states(weights_dir, modules):
+    for name, module, state in _published_states(weights_dir, modules, files):
         manifest["modules"][name] = save_safetensors(
             module, state, out_dir / f"{name}.safetensors", CONVERTED_FORMAT, name
         )
@@ -250,13 +344,25 @@ def load_weights(
     return load_published(weights_dir, device=device, dtype=dtype)
 
 
+def _checked_layout(weights_dir: Path, layout: str | None) -> dict[str, tuple[str, str | None]]:
+    if layout is None:
+        layout = detect_layout(weights_dir)
+    elif layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {sorted(LAYOUTS)}, got {layout!r}")
+    else:
+        missing = missing_files(weights_dir, layout)
+        if missing:
+            raise WeightsError(f"{weights_dir} lacks {', '.join(missing)}")
+    return layout_files(weights_dir, layout)
+
+
 def _published_states(
-    weights_dir: Path, modules: LivePortraitModules
+    weights_dir: Path, modules: LivePortraitModules, files: Mapping[str, tuple[str, str | None]]
 ) -> Iterator[tuple[str, nn.Module, dict[str, Any]]]:
-    """Each module with its checked state dict, one at a time (the retargeting file is read once)."""
+    """Each module with its checked state dict, one at a time (a file of several entries is read once)."""
     cache: dict[str, dict[str, Any]] = {}
     for name, module in modules.items():
-        file, entry = PUBLISHED_FILES[name]
+        file, entry = files[name]
         if file not in cache:
             cache = {file: read_bin(weights_dir / file)}
         label = file if entry is None else f"{file}[{entry!r}]"

@@ -8,6 +8,10 @@
 2. ``render_chunk``: the source's motion for the chunk's frames, keypoint composition (relative motion,
    retargeting, stitching), warp + decode in batches, resize or paste back. The ``ChunkCarry`` holds the
    motion source's continuity state, so chunked, one-shot and resumed renders are identical.
+
+A job may ask for its motion too (``outputs=["video", "motion"]``): the motion source's per-frame
+kp-info arrays, written as a ``parla-motion`` NPZ (``models.motion.kp_info``) with the frame they are
+applied relative to (``ref_*`` arrays) when the source is relative (driving video, motion models).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import cv2
 import numpy as np
@@ -26,6 +30,7 @@ from core.errors import InvalidInput, WeightsError
 from models.engine import (
     FEATURE_SAMPLE_RATE,
     ChunkCarry,
+    ChunkOutputs,
     ChunkSpec,
     Frames,
     RenderInputs,
@@ -37,12 +42,20 @@ from models.face import Face, FaceAnalyzer, MediaPipeFaceAnalyzer, PasteBack, se
 from models.liveportrait.checkpoint import LivePortraitModules, load_weights, missing_files
 from models.liveportrait.crop import crop_face, eye_close_ratios, lip_close_ratio
 from models.liveportrait.driving import DrivingVideoSource, driving_motion
-from models.liveportrait.motion_source import MotionSource, SourceCarry, StillSource
+from models.liveportrait.motion_source import (
+    MOTION_KEYS,
+    MotionFrames,
+    MotionSource,
+    SourceCarry,
+    StillSource,
+)
 from models.liveportrait.options import LivePortraitOptions
+from models.liveportrait.paste import LivePortraitPasteBack
 from models.liveportrait.pipeline import LivePortraitPipeline, RetargetSettings, SourcePortrait, to_uint8
 from models.liveportrait.procedural import ProceduralAudioSource
 from models.motion.eyes import eye_attributes
-from models.motion.generator import MOTION_FPS, MotionGenerator, PortraitMotion
+from models.motion.generator import MotionGenerator, PortraitMotion
+from models.motion.kp_info import MotionSequence, write_motion_npz
 from models.motion.source import AudioMotionSource
 
 MIN_SIZE, MAX_SIZE = 64, 1024
@@ -63,19 +76,23 @@ class LivePortraitPrepared:
     motion: MotionSource
     settings: RetargetSettings
     paste: PasteBack | None
+    motion_name: str = "still"
+    """Where the motion comes from: ``driving``, ``procedural``, ``ditto``, ``joyvasa`` or ``still``."""
 
 
 def check_weights(weights_dir: Path) -> None:
-    """Raises `WeightsError` naming every missing file, unless `weights_dir` holds our converted layout."""
+    """Raises `WeightsError` naming every missing file, unless `weights_dir` holds our converted layout
+    or Ditto's complete layout of the same networks (`models.liveportrait.checkpoint.DITTO_FILES`)."""
     weights_dir = Path(weights_dir)
-    if (weights_dir / "manifest.json").is_file():
+    if (weights_dir / "manifest.json").is_file() or not missing_files(weights_dir, "ditto"):
         return
     missing = missing_files(weights_dir)
     if missing:
         raise WeightsError(
             f"the liveportrait engine needs the published LivePortrait files under {weights_dir}: missing "
             + ", ".join(missing)
-            + " (download KwaiVGI/LivePortrait's pretrained_weights/liveportrait, or convert them with "
+            + " (download KwaiVGI/LivePortrait's pretrained_weights/liveportrait, or Ditto's ditto_pytorch/models "
+            "from digital-avatar/ditto-talkinghead, or convert them with "
             "models.liveportrait.checkpoint.convert_to_safetensors)"
         )
 
@@ -98,6 +115,8 @@ class LivePortraitEngine:
             to start (`WeightsError`) when a file is missing. A job asking for a motion model that
             is not loaded is refused at prepare.
         motion_weights_dir: root of the motion models' layouts (default: `weights_dir`).
+        motion_dtype: "fp32" (default), "fp16" or "bf16" for the motion models on CUDA (their
+            denoisers and JoyVASA's HuBERT; Ditto's HuBERT is an fp32 ONNX graph); always fp32 on CPU.
         motion_generator: already built motion models (tiny random ones for tests); with it,
             `motion_models` names which of them jobs may use (default: those it has).
     """
@@ -119,15 +138,18 @@ class LivePortraitEngine:
         motion_models: Sequence[str] | None = None,
         motion_weights_dir: Path | str | None = None,
         motion_generator: MotionGenerator | None = None,
+        motion_dtype: str | None = None,
     ) -> None:
         if chunk_seconds <= 0 or batch_size < 1:
             raise ValueError(
                 f"chunk_seconds must be > 0 and batch_size >= 1, got {chunk_seconds}, {batch_size}"
             )
-        if dtype is not None and dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        for label, value in (("dtype", dtype), ("motion_dtype", motion_dtype)):
+            if value is not None and value not in DTYPES:
+                raise ValueError(f"{label} must be one of {sorted(DTYPES)}, got {value!r}")
         on_cuda = torch.device(device).type == "cuda"
         torch_dtype = DTYPES[dtype or "fp16"] if on_cuda else torch.float32
+        motion_torch_dtype = DTYPES[motion_dtype or "fp32"] if on_cuda else torch.float32
         if modules is None:
             if weights_dir is None:
                 raise WeightsError(
@@ -140,7 +162,7 @@ class LivePortraitEngine:
         self.chunk_seconds = chunk_seconds
         self.batch_size = batch_size
         self.motion_generator, self.motion_models = _motion_models(
-            motion_models, motion_generator, motion_weights_dir or weights_dir, device
+            motion_models, motion_generator, motion_weights_dir or weights_dir, device, motion_torch_dtype
         )
 
     def warmup(self) -> None:
@@ -214,7 +236,7 @@ class LivePortraitEngine:
 
         # 4. Output geometry: the render is the 512-pixel crop, pasted back or resized.
         paste = (
-            PasteBack(image, self.pipeline.config.output_size, crop.matrix)
+            LivePortraitPasteBack(image, self.pipeline.config.output_size, crop.matrix)
             if params.framing == "full"
             else None
         )
@@ -237,6 +259,7 @@ class LivePortraitEngine:
             motion=motion,
             settings=settings,
             paste=paste,
+            motion_name=_motion_name(options),
         )
 
     def _motion_model_source(
@@ -255,12 +278,6 @@ class LivePortraitEngine:
             raise InvalidInput(
                 f'motion_model "{model}" is not loaded by this worker (motion models loaded: {loaded}); '
                 f'its weights must be configured (motion_models=["{model}"]) with its published files',
-                code="invalid_params",
-            )
-        if float(params.fps) != MOTION_FPS:
-            raise InvalidInput(
-                f'motion_model "{model}" generates {MOTION_FPS} frames/s: the job must have fps={MOTION_FPS}, '
-                f"not {params.fps:g}",
                 code="invalid_params",
             )
         if inputs.sample_rate != FEATURE_SAMPLE_RATE:
@@ -285,6 +302,7 @@ class LivePortraitEngine:
             np.asarray(inputs.audio, np.float32),
             num_frames,
             seed=int(params.seed),
+            fps=float(params.fps),  # the models' 25 fps motion is resampled to the job's rate
         )
         return source
 
@@ -297,6 +315,42 @@ class LivePortraitEngine:
         self, prepared: LivePortraitPrepared, chunk: ChunkSpec, carry: ChunkCarry | None
     ) -> tuple[Frames, ChunkCarry]:
         """Frames ``chunk.start .. chunk.stop`` as uint8 ``(F, height, width, 3)`` and the next carry."""
+        out, next_carry, _ = self._render(prepared, chunk, carry)
+        return out, next_carry
+
+    def render_chunk_outputs(
+        self,
+        prepared: LivePortraitPrepared,
+        chunk: ChunkSpec,
+        carry: ChunkCarry | None,
+        outputs: frozenset[str],
+    ) -> tuple[Frames, ChunkCarry, ChunkOutputs]:
+        """``render_chunk`` and the chunk's motion (``outputs`` is ``{"motion"}``: all it makes)."""
+        out, next_carry, motion = self._render(prepared, chunk, carry)
+        return out, next_carry, {"motion": _motion_arrays(motion)} if "motion" in outputs else {}
+
+    def write_output(
+        self, prepared: LivePortraitPrepared, name: str, arrays: dict[str, npt.NDArray[Any]], target: BinaryIO
+    ) -> None:
+        """The job's motion as a ``parla-motion`` NPZ (the only output besides the video it makes)."""
+        if name != "motion":
+            raise ValueError(f"the liveportrait engine makes no {name!r} output")
+        reference = prepared.motion.reference
+        extra = {key: value for key, value in arrays.items() if key not in MOTION_KEYS}
+        if reference is not None:
+            extra.update({f"ref_{key}": value for key, value in _motion_arrays(reference).items()})
+        write_motion_npz(
+            target,
+            MotionSequence.from_arrays(arrays),
+            prepared.fps,
+            prepared.motion_name,
+            applied="absolute" if reference is None else "relative",
+            extra_arrays=extra,
+        )
+
+    def _render(
+        self, prepared: LivePortraitPrepared, chunk: ChunkSpec, carry: ChunkCarry | None
+    ) -> tuple[Frames, ChunkCarry, MotionFrames]:
         state = _source_carry(carry, chunk)
         frames, state = prepared.motion.frames(chunk.start, chunk.stop, state)
         kp = self.pipeline.driving_keypoints(
@@ -315,7 +369,27 @@ class LivePortraitEngine:
         else:
             out = rendered
         arrays = {_CARRY_PREFIX + key: value for key, value in state.items()}
-        return out, ChunkCarry(arrays=arrays, meta={"next_frame": chunk.stop})
+        return out, ChunkCarry(arrays=arrays, meta={"next_frame": chunk.stop}), frames
+
+
+def _motion_name(options: LivePortraitOptions) -> str:
+    if options.head_motion == "driving":
+        return "driving"
+    if options.motion_model != "procedural":
+        return str(options.motion_model)
+    return "procedural" if options.head_motion == "audio" else "still"
+
+
+def _motion_arrays(motion: MotionFrames) -> dict[str, npt.NDArray[Any]]:
+    """A chunk's motion as named float32 arrays (kp-info, plus the eye/lip ratios when it has them)."""
+    arrays: dict[str, npt.NDArray[Any]] = {
+        key: np.asarray(getattr(motion, key), np.float32).copy() for key in MOTION_KEYS
+    }
+    for key in ("eye_ratio", "lip_ratio"):
+        value = getattr(motion, key)
+        if value is not None:
+            arrays[key] = np.asarray(value, np.float32).copy()
+    return arrays
 
 
 def crop_landmarks(
@@ -337,6 +411,7 @@ def _motion_models(
     generator: MotionGenerator | None,
     weights_dir: Path | str | None,
     device: str,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[MotionGenerator | None, tuple[str, ...]]:
     from models.motion.weights import check_motion_models, load_motion_generator
 
@@ -354,7 +429,7 @@ def _motion_models(
         raise WeightsError(
             f"motion_models {list(wanted)} need motion_weights_dir or weights_dir (their published files)"
         )
-    return load_motion_generator(Path(weights_dir), wanted, device=device), wanted
+    return load_motion_generator(Path(weights_dir), wanted, device=device, dtype=dtype), wanted
 
 
 def _source_carry(carry: ChunkCarry | None, chunk: ChunkSpec) -> SourceCarry | None:

@@ -77,16 +77,24 @@ class RotaryEmbedding(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.register_buffer("freqs", 1.0 / (10000 ** (torch.arange(0, dim, 2)[: dim // 2].float() / dim)))
+        self.dim = dim
+        self.register_buffer("freqs", _rotary_freqs(dim))
 
     def rotate(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, N, D) -> rotated by position along N."""
+        """x: (B, N, D) -> rotated by position along N. The angles are computed in float32 whatever
+        the model dtype (in bf16, position x frequency would be off by up to a third of a radian)."""
         freqs = self.freqs
+        if freqs.dtype != torch.float32:  # the table was cast with the weights: recompute it
+            freqs = _rotary_freqs(self.dim).to(freqs.device)
         positions = torch.arange(x.shape[-2], device=x.device).to(freqs.dtype)
         angles = torch.repeat_interleave(torch.einsum("n,f->nf", positions, freqs), 2, dim=-1).to(x)
         pairs = x.reshape(*x.shape[:-1], -1, 2)
         rotated_half = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
         return x * angles.cos() + rotated_half * angles.sin()
+
+
+def _rotary_freqs(dim: int) -> torch.Tensor:
+    return 1.0 / (10000 ** (torch.arange(0, dim, 2)[: dim // 2].float() / dim))
 
 
 class SinusoidalTimeEmbedding(nn.Module):
@@ -248,7 +256,10 @@ class DittoDenoiser(nn.Module):
         frames = x.shape[1]
         h = torch.cat([x, cond_frame[:, None, :].expand(-1, frames, -1)], dim=-1)
         h = self.input_projection(h).expand(2, -1, -1)
-        t_hidden = self.time_mlp(times)
+        embedding, *time_layers = self.time_mlp
+        t_hidden = embedding(times).to(x.dtype)  # the sinusoid in float32, then the weights' dtype
+        for layer in time_layers:
+            t_hidden = layer(t_hidden)
         t = self.to_time_cond(t_hidden) + hidden
         t_tokens = self.to_time_tokens(t_hidden).reshape(1, 2, -1).expand(2, -1, -1)
         memory = self.norm_cond(torch.cat((tokens, t_tokens), dim=-2))

@@ -98,9 +98,16 @@ class MotionSequence:
 
 
 def write_motion_npz(
-    target: str | Path | BinaryIO, motion: MotionSequence, fps: float, model: str, **meta: Any
+    target: str | Path | BinaryIO,
+    motion: MotionSequence,
+    fps: float,
+    model: str,
+    *,
+    extra_arrays: dict[str, npt.NDArray[Any]] | None = None,
+    **meta: Any,
 ) -> None:
-    """Writes `motion` in the documented NPZ format (`meta` adds JSON-serialisable keys)."""
+    """Writes `motion` in the documented NPZ format (`meta` adds JSON-serialisable keys,
+    `extra_arrays` more arrays beside the six, e.g. a renderer's reference frame)."""
     header = {
         "format": MOTION_FORMAT,
         "version": MOTION_FORMAT_VERSION,
@@ -110,7 +117,10 @@ def write_motion_npz(
         "model": model,
         **meta,
     }
-    payload: dict[str, Any] = dict(motion.arrays())
+    clash = sorted(set(extra_arrays or {}) & {*FIELDS, "meta"})
+    if clash:
+        raise MotionFormatError(f"extra arrays may not be named {', '.join(clash)}")
+    payload: dict[str, Any] = {**(extra_arrays or {}), **motion.arrays()}
     payload["meta"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
     if isinstance(target, str | Path):
         with open(target, "wb") as handle:

@@ -15,6 +15,14 @@ frames so the renderer's relative rule (``exp = exp_s + exp_i - exp_0``, ``scale
   Difference: the reference mixes poses relative to the first frame in 66-bin logit space before
   converting to degrees; here the relative rule works on degrees.
 - JoyVASA: the lip keypoints are absolute (the generated values replace the portrait's).
+
+Frame rate: both models generate 25 frames/s (their references write 25 fps video and have no
+other rate). A job at another ``fps`` gets the motion of a 25 fps job of the same audio, resampled:
+job frame ``i`` (time ``i / fps``) sits at model position ``u = 25 i / fps`` and is the linear
+interpolation of model frames ``floor(u)`` and ``floor(u) + 1`` in every kp-info field (angles in
+degrees; consecutive frames are 40 ms apart, so interpolating Euler angles is close to interpolating
+rotations), the last model frame held at the end. Chunks resume exactly: the carry holds the model
+frames the next chunk may still interpolate from (at most two).
 """
 
 from __future__ import annotations
@@ -25,15 +33,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from models.engine import ChunkCarry
-from models.motion.generator import MotionGenerator, PortraitMotion
-from models.motion.kp_info import MotionSequence
+from models.engine import FEATURE_SAMPLE_RATE, ChunkCarry, num_frames_for
+from models.motion.generator import MOTION_FPS, MotionGenerator, PortraitMotion
+from models.motion.kp_info import FIELDS, MotionSequence
 from models.motion.options import MotionOptions
 
 FloatArray = npt.NDArray[np.float32]
 LIP_KEYPOINTS = (6, 12, 14, 17, 19, 20)
 EYE_KEYPOINTS = (11, 13, 15, 16, 18)
 _CARRY_PREFIX = "motion."
+_HELD_PREFIX = "resample."
 
 
 def _motion_frames_class() -> Any:
@@ -48,8 +57,9 @@ class AudioMotionSource:
         options: The job's motion options.
         portrait: The portrait's motion-extractor output and eye attributes.
         audio: The job's 16 kHz mono speech (float32).
-        num_frames: Frames of the job (25 fps).
+        num_frames: Frames of the job (at `fps`).
         seed: The job's seed (``options.seed`` wins when set).
+        fps: The job's frame rate; other than 25, the 25 fps motion is resampled (module docstring).
     """
 
     def __init__(
@@ -60,16 +70,27 @@ class AudioMotionSource:
         audio: FloatArray,
         num_frames: int,
         seed: int,
+        fps: float = MOTION_FPS,
     ) -> None:
+        if fps <= 0 or num_frames < 1:
+            raise ValueError(f"fps must be > 0 and num_frames >= 1, got {fps}, {num_frames}")
         self.generator = generator
         self.options = options
         self.portrait = portrait
         self.audio = np.asarray(audio, dtype=np.float32)
         self.num_frames = num_frames
         self.seed = seed
+        self.fps = float(fps)
+        self.resampled = self.fps != MOTION_FPS
+        # Frames the model generates: the job's at 25 fps, else those of a 25 fps job of this audio.
+        self.model_frames = (
+            num_frames_for(self.audio.size / FEATURE_SAMPLE_RATE, MOTION_FPS)
+            if self.resampled
+            else num_frames
+        )
         self._raw_reference: MotionSequence | None = None
         self.reference: Any = None
-        start = generator.start(self.audio.size, num_frames, portrait, self._raw_options, seed)
+        start = generator.start(self.audio.size, self.model_frames, portrait, self._raw_options, seed)
         first, self._first_carry = generator.next_frames(start, 1, self._read, portrait, self._raw_options)
         self._raw_reference = first
         # The renderer applies frames relative to this one: the raw first frame, so that the
@@ -94,16 +115,57 @@ class AudioMotionSource:
             if start != 0:
                 raise ValueError("a motion source range after frame 0 needs the previous range's carry")
             motion_carry = self.generator.start(
-                self.audio.size, self.num_frames, self.portrait, self.options, self.seed
+                self.audio.size, self.model_frames, self.portrait, self.options, self.seed
             )
         else:
             motion_carry = _unpack(carry)
-            if int(motion_carry.meta["returned"]) != start:
-                raise ValueError(f"carry ends at frame {motion_carry.meta['returned']}, not {start}")
-        motion, motion_carry = self.generator.next_frames(
-            motion_carry, stop - start, self._read, self.portrait, self.options
-        )
-        return self._frames(motion), _pack(motion_carry)
+            resumed = (
+                int(carry[_HELD_PREFIX + "next"][0]) if self.resampled else motion_carry.meta["returned"]
+            )
+            if int(resumed) != start:
+                raise ValueError(f"carry ends at frame {resumed}, not {start}")
+        if not self.resampled:
+            motion, motion_carry = self.generator.next_frames(
+                motion_carry, stop - start, self._read, self.portrait, self.options
+            )
+            return self._frames(motion), _pack(motion_carry)
+        return self._resampled_frames(start, stop, motion_carry, carry)
+
+    def _resampled_frames(
+        self,
+        start: int,
+        stop: int,
+        motion_carry: ChunkCarry,
+        carry: dict[str, npt.NDArray[Any]] | None,
+    ) -> tuple[Any, dict[str, Any]]:
+        last = self.model_frames - 1
+        position = np.arange(start, stop, dtype=np.float64) * MOTION_FPS / self.fps
+        lower = np.minimum(np.floor(position).astype(np.int64), last)
+        upper = np.minimum(lower + 1, last)
+        weight = np.where(lower < last, position - np.floor(position), 0.0).astype(np.float32)
+        # Model frames [offset, end) on hand: the ones held from the previous range, then new ones.
+        returned = int(motion_carry.meta["returned"])
+        parts = [] if carry is None else [_held(carry)]
+        offset = returned - (0 if carry is None else parts[0].num_frames)
+        end = int(upper[-1]) + 1
+        if end > returned:
+            new, motion_carry = self.generator.next_frames(
+                motion_carry, end - returned, self._read, self.portrait, self.options
+            )
+            parts.append(new)
+        window = MotionSequence.concat(parts) if len(parts) > 1 else parts[0]
+        if int(lower[0]) < offset:
+            raise ValueError(f"carry holds model frames from {offset}, frame {start} needs {int(lower[0])}")
+        mixed = {}
+        for key, value in window.arrays().items():
+            below, above = value[lower - offset], value[upper - offset]
+            w = weight.reshape(-1, *[1] * (value.ndim - 1))
+            mixed[key] = (below + w * (above - below)).astype(np.float32)
+        packed = _pack(motion_carry)
+        keep = window.slice(max(0, max(end, returned) - 2 - offset), window.num_frames)
+        packed.update({_HELD_PREFIX + k: v for k, v in keep.arrays().items()})
+        packed[_HELD_PREFIX + "next"] = np.array([stop], np.int64)
+        return self._frames(MotionSequence(**mixed)), packed
 
     def _frames(self, motion: MotionSequence) -> Any:
         assert self._raw_reference is not None
@@ -129,6 +191,10 @@ def _pack(carry: ChunkCarry) -> dict[str, npt.NDArray[Any]]:
         ChunkCarry(meta=carry.meta).to_bytes(), dtype=np.uint8
     ).copy()
     return packed
+
+
+def _held(carry: dict[str, npt.NDArray[Any]]) -> MotionSequence:
+    return MotionSequence(**{k: carry[_HELD_PREFIX + k].astype(np.float32) for k in FIELDS})
 
 
 def _unpack(carry: dict[str, npt.NDArray[Any]]) -> ChunkCarry:

@@ -99,8 +99,10 @@ def load_motion_generator(
     return MotionGenerator(ditto=ditto, ditto_features=ditto_features, joyvasa=joyvasa)
 
 
-def tiny_motion_generator(models: Sequence[str] = MOTION_MODELS, seed: int = 0) -> MotionGenerator:
-    """Tiny random-weight motion models (CPU, fp32), written in their published layouts to a temporary
+def tiny_motion_generator(
+    models: Sequence[str] = MOTION_MODELS, seed: int = 0, dtype: torch.dtype = torch.float32
+) -> MotionGenerator:
+    """Tiny random-weight motion models (CPU, `dtype`), written in their published layouts to a temporary
     directory and loaded from there. Ditto's HuBERT is a tiny ONNX file with the published interface
     (`models.motion.testing.write_tiny_ditto_hubert_onnx`: one strided conv), JoyVASA's a two-layer
     HuBERT from a random config."""
@@ -123,13 +125,13 @@ def tiny_motion_generator(models: Sequence[str] = MOTION_MODELS, seed: int = 0) 
         if "ditto" in models:
             config = write_ditto_layout(root, tiny_ditto_config(), seed)
             write_tiny_ditto_hubert_onnx(root / DITTO_HUBERT_PATH, seed)
-            model, sampling = load_ditto(root, config)
+            model, sampling = load_ditto(root, config, dtype=dtype)
             ditto = DittoSampler(model, sampling)
             ditto_features = _features(open_ditto_hubert(root))  # the session holds the graph
 
         if "joyvasa" in models:
             jconfig = write_joyvasa_layout(root, tiny_joyvasa_config(), seed)
-            jmodel, template, hubert_state = load_joyvasa(root, jconfig)
-            hubert = load_joyvasa_hubert(root / HUBERT_DIR, hubert_state)
+            jmodel, template, hubert_state = load_joyvasa(root, jconfig, dtype=dtype)
+            hubert = load_joyvasa_hubert(root / HUBERT_DIR, hubert_state, dtype=dtype)
             joyvasa = JoyVASASampler(jmodel, template, JoyVASAHubert(hubert, 2 * jmodel.config.n_motions))
     return MotionGenerator(ditto=ditto, ditto_features=ditto_features, joyvasa=joyvasa)

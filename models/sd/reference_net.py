@@ -34,6 +34,9 @@ class ReferenceNet(ModelMixin, ConfigMixin):  # type: ignore[misc]
     """
 
     transformer_block_class: ClassVar[type[ReferenceWriterTransformerBlock]] = ReferenceWriterTransformerBlock
+    has_conv_out: ClassVar[bool] = True
+    """Whether the layout keeps ``conv_out`` (V-Express's does; Hallo's trimmed one has neither it nor
+    ``conv_norm_out``). The forward never reads it: it stops after the last bank entry."""
 
     @register_to_config  # type: ignore[untyped-decorator]
     def __init__(
@@ -79,6 +82,8 @@ class ReferenceNet(ModelMixin, ConfigMixin):  # type: ignore[misc]
             motion_module_factory=lambda resolution, is_up: None,
             conv_norm_out=False,
         )
+        if not self.has_conv_out:
+            del self.conv_out
         self.num_banks = len(transformer_blocks_in_order(self))
 
     @classmethod

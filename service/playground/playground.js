@@ -1,10 +1,13 @@
 // Parla playground: builds its form from GET /v1/engines, submits a job, follows it, plays the
-// live preview (GET /v1/videos/{id}/preview.mp4, fetched again as chunks finish) and the result.
-// Media is fetched with the API key and played from blob: URLs, so it works with auth enabled.
+// live preview and the result. The preview is the live HLS stream (GET /v1/videos/{id}/stream.m3u8)
+// played by the vendored hls.js (vendor/hls.light.min.js, Media Source Extensions), which sends the
+// API key with every request; without MSE, the browser's own HLS player when no key is needed (a
+// <video src> sends no Authorization header), else the progressive MP4 (preview.mp4, fetched again
+// with the key as chunks finish and played from a blob: URL). `?player=hls.js|native|mp4` picks one.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { engines: [], recorded: null, sample: null, job: null, shownChunks: 0, previewBusy: false, firstSeen: null };
+const state = { engines: [], recorded: null, sample: null, job: null, shownChunks: 0, previewBusy: false, firstSeen: null, hls: null, player: null };
 // What happened, for people debugging and for the browser test.
 window.parlaPlayground = { log: [], state };
 
@@ -186,7 +189,8 @@ async function submit(event) {
   for (const name of ["size", "fps", "seed", "framing"]) if ($(name).value !== "") form.append(name, $(name).value);
   const options = engineOptions();
   if (Object.keys(options).length) form.append("engine_options", JSON.stringify(options));
-  Object.assign(state, { shownChunks: 0, firstSeen: null });
+  stopHls();
+  Object.assign(state, { shownChunks: 0, firstSeen: null, player: previewPlayer() });
   for (const id of ["preview", "result"]) $(id).removeAttribute("src");
   $("download").hidden = true;
   $("thumbnail").hidden = true;
@@ -224,27 +228,92 @@ async function follow(jobId) {
     $("eta").textContent = rate > 0 ? `about ${formatEta((p.frames_total - p.frames_done) / rate)} left` : "";
   }
   if (p.chunks_done > state.shownChunks && job.status !== "succeeded") showPreview(job);
+  if (state.hls) $("preview-chunks").textContent = `${p.chunks_done}/${p.chunks_total} chunks`;  // hls.js follows the playlist
   if (["succeeded", "failed", "canceled"].includes(job.status)) { finished(job); return; }
   setTimeout(() => follow(jobId), 400);
 }
 
+// --- the live preview ----------------------------------------------------------------------------
+
+function previewPlayer() {
+  const asked = new URLSearchParams(location.search).get("player");
+  if (["hls.js", "native", "mp4"].includes(asked)) return asked;
+  if (window.Hls && window.Hls.isSupported()) return "hls.js";
+  const nativeHls = $("preview").canPlayType("application/vnd.apple.mpegurl") !== "";
+  return nativeHls && !headers().Authorization ? "native" : "mp4";
+}
+
+function stopHls() {
+  if (state.hls) { state.hls.destroy(); state.hls = null; }
+}
+
+async function showThumbnail(job) {
+  const thumb = await (await api(`/v1/videos/${job.id}/thumbnail.jpg`)).blob();
+  $("thumbnail").src = URL.createObjectURL(thumb);
+  $("thumbnail").hidden = false;
+}
+
+// Notes the first moment the stream plays (its clock moves), with the job's status then.
+function watchStream(video, player) {
+  const playing = () => {
+    if (video.currentTime <= 0) return;
+    video.removeEventListener("timeupdate", playing);
+    $("thumbnail").hidden = true;
+    note("stream-playing", { player, status: state.job.status, currentTime: video.currentTime, readyState: video.readyState, width: video.videoWidth, audioBytes: video.webkitAudioDecodedByteCount });
+  };
+  video.addEventListener("timeupdate", playing);
+  video.addEventListener("error", () => note("preview-error", { player, code: video.error && video.error.code }), { once: true });
+}
+
+async function startStream(job) {
+  state.shownChunks = job.progress.chunks_done;
+  await showThumbnail(job).catch((error) => note("preview-error", { message: error.message }));
+  const video = $("preview");
+  const source = `/v1/videos/${job.id}/stream.m3u8`;
+  watchStream(video, state.player);
+  if (state.player === "native") {
+    video.src = source;
+    video.play().catch(() => {});
+    return;
+  }
+  const key = headers().Authorization;
+  // startPosition 0: the viewer sees the video from its first frame, not from the live edge.
+  const hls = new window.Hls({ startPosition: 0, xhrSetup: (xhr) => { if (key) xhr.setRequestHeader("Authorization", key); } });
+  state.hls = hls;
+  hls.on(window.Hls.Events.LEVEL_UPDATED, (_, data) => {
+    note("stream-playlist", { segments: data.details.fragments.length, live: data.details.live, status: state.job.status });
+  });
+  hls.on(window.Hls.Events.ERROR, (_, data) => {
+    if (!data.fatal) { note("stream-stall", { details: data.details }); return; }  // hls.js recovers
+    note("preview-error", { player: "hls.js", details: data.details });
+    stopHls();
+    state.player = "mp4";  // carry on with the progressive MP4
+  });
+  hls.loadSource(source);
+  hls.attachMedia(video);
+  video.play().catch(() => {});
+}
+
 async function showPreview(job) {
   if (state.previewBusy) return;
+  if (state.player !== "mp4") {
+    if (!state.shownChunks) {
+      state.previewBusy = true;
+      try { await startStream(job); } finally { state.previewBusy = false; }
+    }
+    return;
+  }
   state.previewBusy = true;
   const chunks = job.progress.chunks_done;
   try {
-    if (!state.shownChunks) {
-      const thumb = await (await api(`/v1/videos/${job.id}/thumbnail.jpg`)).blob();
-      $("thumbnail").src = URL.createObjectURL(thumb);
-      $("thumbnail").hidden = false;
-    }
+    if (!state.shownChunks) await showThumbnail(job);
     const blob = await (await api(`/v1/videos/${job.id}/preview.mp4`)).blob();
     const video = $("preview");
     const resumeAt = video.currentTime || 0;
     const old = video.src;
     video.src = URL.createObjectURL(blob);
     video.addEventListener("loadeddata", () => {
-      note("preview", { chunks, status: state.job.status, duration: video.duration, readyState: video.readyState, width: video.videoWidth });
+      note("preview", { player: "mp4", chunks, status: state.job.status, duration: video.duration, readyState: video.readyState, width: video.videoWidth });
       video.currentTime = Math.min(resumeAt, video.duration || 0);  // go on where the viewer was
       $("thumbnail").hidden = true;
       video.play().catch(() => {});

@@ -1,4 +1,5 @@
-"""``GET``/``HEAD /v1/videos/{id}/video``: the MP4, whole or one byte range (players seek with ranges)."""
+"""``GET``/``HEAD /v1/videos/{id}/video``: the MP4, whole or one byte range (players seek with ranges);
+``GET /v1/videos/{id}/outputs/{name}``: a job's other outputs (``outputs``: ``motion``, ``landmarks``)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from fastapi import APIRouter, Header, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 
 from core.errors import Conflict, NotFound, ParlaError
-from core.jobs import Job, JobStatus, utcnow
-from core.storage import job_key
+from core.jobs import Job, JobStatus, OutputName, utcnow
+from core.storage import job_key, output_key
 from service.deps import Services, ServicesDep, TenantDep
-from service.openapi import DOWNLOAD_ERRORS, DOWNLOAD_HEAD_ERRORS, JobId
+from service.openapi import DOWNLOAD_ERRORS, DOWNLOAD_HEAD_ERRORS, OUTPUT_ERRORS, JobId
 
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
 
@@ -171,12 +172,66 @@ def _download(
     return StreamingResponse(body, status_code=status, headers=headers, media_type="video/mp4")
 
 
+@router.get(
+    "/{job_id}/outputs/{name}",
+    responses={
+        200: {
+            "description": "The output's file: an NPZ (NumPy arrays, no pickled objects) with a JSON "
+            "`meta` array describing its format (`parla-motion`, `parla-landmarks`); see docs/api.md.",
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        307: {**_REDIRECT, "description": "The file is in S3: a presigned URL to fetch it from."},
+        **OUTPUT_ERRORS,
+    },
+    response_class=Response,
+    summary="Download one of the job's other outputs",
+    description="An output the job asked for in `outputs` besides the video (`motion`, `landmarks`), "
+    "once the job has succeeded. With S3 storage, a 307 to a presigned URL instead.",
+)
+def download_output(job_id: JobId, name: OutputName, services: ServicesDep, tenant: TenantDep) -> Response:
+    job = services.jobs.get(job_id, tenant)
+    if name == "video" or name not in job.params.outputs:
+        raise NotFound(
+            f"job {job_id!r} did not ask for the {name!r} output (its outputs: {', '.join(job.params.outputs)})",
+            code="output_not_found",
+        )
+    if job.status != JobStatus.SUCCEEDED or job.result is None:
+        raise Conflict(f"the outputs are not ready (status {job.status.value})", code="video_not_ready")
+    key = output_key(job_id, name)
+    url = services.storage.presigned_url(key, services.settings.presign_expires_s)
+    if url is not None:
+        return RedirectResponse(url, status_code=307)
+    try:
+        size = services.storage.size(key)
+        body = services.storage.iter_bytes(key, start=0, length=size)
+    except NotFound:
+        raise _output_gone(services, job, name) from None
+    headers = {
+        "Content-Length": str(size),
+        "Content-Disposition": f'attachment; filename="{job_id}-{name}.npz"',
+    }
+    return StreamingResponse(body, headers=headers, media_type="application/octet-stream")
+
+
 def _video_gone(services: Services, job: Job) -> ParlaError:
+    return _expired(services, job, "video") or NotFound(
+        f"the video file of {job.id!r} is missing", code="video_not_found"
+    )
+
+
+def _output_gone(services: Services, job: Job, name: str) -> ParlaError:
+    return _expired(services, job, f"{name} output") or NotFound(
+        f"the {name} output file of {job.id!r} is missing", code="output_not_found"
+    )
+
+
+def _expired(services: Services, job: Job, what: str) -> ParlaError | None:
+    """The 410 for a file deleted when the job's retention ended; None while it should be there."""
     retention = timedelta(seconds=services.settings.job_ttl_s)
     if job.finished_at is not None and utcnow() - job.finished_at > retention:
         return ParlaError(
-            f"the video of {job.id!r} was deleted when its retention ended",
+            f"the {what} of {job.id!r} was deleted when its retention ended",
             code="video_expired",
             status_code=410,
         )
-    return NotFound(f"the video file of {job.id!r} is missing", code="video_not_found")
+    return None

@@ -1,6 +1,6 @@
 """Live previews of a job from its finished chunks: an HLS playlist, a progressive MP4, a thumbnail.
 
-The worker stores every finished chunk as an H.264 MP4 segment (``worker.runner.segment_key``)
+The worker stores every finished chunk as an H.264 MP4 segment (``core.storage.segment_key``)
 before it records the chunk in the job's progress, so the first ``progress.chunks_done`` segments
 can be served while the job still renders. Two forms, both with the speech as AAC:
 
@@ -8,11 +8,12 @@ can be served while the job still renders. Two forms, both with the speech as AA
   finished chunks, which gets ``#EXT-X-ENDLIST`` (and so plays as a VOD) once the job has ended.
   Each segment is the stored chunk remuxed (no re-encode) into MPEG-TS with its slice of the speech,
   timestamps continuing from the previous chunk: what Safari, iOS, Android, recent Chromium (its
-  own player; tested), hls.js, VLC and ffmpeg play. A ``<video src>`` sends no ``Authorization``
-  header, though, and Firefox plays HLS only through a player library.
+  own player; tested), hls.js (the playground's player; tested), VLC and ffmpeg play. A
+  ``<video src>`` sends no ``Authorization`` header, though, and Firefox plays HLS only through a
+  player library.
 - ``GET /v1/videos/{id}/preview.mp4``: the finished chunks so far as one MP4 with the speech cut to
-  them. Any ``<video>`` plays it without a library, which is why the playground uses it (it fetches
-  it again as chunks arrive).
+  them. Any ``<video>`` plays it without a library or MSE: the playground's fallback (it fetches it
+  again as chunks arrive).
 - ``GET /v1/videos/{id}/thumbnail.jpg``: the first rendered frame.
 
 Nothing is stored: each answer is built from one chunk (TS segment, thumbnail) or streamed through
@@ -40,7 +41,7 @@ from starlette.background import BackgroundTask
 from core.errors import Conflict, NotFound
 from core.jobs import Job
 from core.media import assemble_mp4, fps_fraction
-from core.storage import Storage, job_key
+from core.storage import Storage, job_key, segment_key
 from service.deps import Services, ServicesDep, TenantDep
 from service.openapi import PLAYLIST_ERRORS, PREVIEW_ERRORS, SEGMENT_ERRORS, JobId
 
@@ -54,12 +55,6 @@ have negative timestamps in the first segment and make the muxer shift that segm
 _FRAMES_CACHE_SIZE = 4096
 _frames_cache: OrderedDict[tuple[str, int], int] = OrderedDict()
 _frames_lock = Lock()
-
-
-def segment_key(job_id: str, index: int) -> str:
-    """Storage key of a finished chunk: ``worker.runner.segment_key``'s (not imported: the API stays
-    free of the worker's engine imports; a test holds the two equal)."""
-    return job_key(job_id, "segments", f"{index:05d}.mp4")
 
 
 def segment_frames(storage: Storage, job_id: str, index: int) -> int:

@@ -16,7 +16,7 @@ from core.jobs import Job, JobList, JobStatus
 from core.jobstore import new_job_id
 from core.jsonsafe import MAX_BODY_DEPTH, check_text, loads_bounded
 from core.media import InputLimits, check_video, decode_audio, decode_image
-from core.storage import job_key, video_url
+from core.storage import job_key, output_url, video_url
 from core.webhooks import validate_webhook_url
 from models.options import validate_options
 from models.registry import EngineSpec, engine_spec
@@ -24,7 +24,7 @@ from service.deps import Services, ServicesDep, TenantDep
 from service.inputs import Submission, submission_from_form, submission_from_json
 from service.openapi import CANCEL_ERRORS, JOB_ERRORS, JOB_EXAMPLE, LIST_ERRORS, JobId, submit_responses
 
-log = logging.getLogger("parla.api")
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
 
 
@@ -44,9 +44,10 @@ def job_views(services: Services, request: Request, jobs: list[Job]) -> list[Job
         if job.status != JobStatus.RUNNING:
             job.progress.eta_s = None  # the last attempt's estimate means nothing once it stopped
         if job.result is not None and job.status == JobStatus.SUCCEEDED:
-            job.result.video_url = video_url(
-                services.storage, services.settings, job.id, str(request.base_url)
-            )
+            base = str(request.base_url)
+            job.result.video_url = video_url(services.storage, services.settings, job.id, base)
+            for name, output in job.result.outputs.items():
+                output.url = output_url(services.storage, services.settings, job.id, name, base)
         job.webhooks = logs.get(job.id, [])
     return jobs
 
@@ -179,6 +180,13 @@ def _check_engine_options(submission: Submission, spec: EngineSpec) -> None:
     if options.framing not in spec.capabilities.framing:
         raise InvalidInput(
             f"framing: engine {spec.name!r} renders {', '.join(spec.capabilities.framing)}",
+            code="invalid_params",
+        )
+    unmade = [name for name in options.outputs if name not in spec.capabilities.outputs]
+    if unmade:
+        raise InvalidInput(
+            f"outputs: engine {spec.name!r} makes {', '.join(spec.capabilities.outputs)}, "
+            f"not {', '.join(unmade)}",
             code="invalid_params",
         )
     validated = validate_options(spec.options, options.engine_options, driving_video=has_video)

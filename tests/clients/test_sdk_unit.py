@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from parla_client import APIError, Client, RetryPolicy, WebhookVerificationError, verify_webhook
+from parla_client import EVENT_TYPES, APIError, Client, RetryPolicy, WebhookVerificationError, verify_webhook
 from parla_client._requests import retry_after_s, submit_request
 
 from core.webhooks import build_headers, parse_secret
@@ -137,6 +137,35 @@ def test_webhook_verification_accepts_parlas_signature_and_refuses_tampering() -
         verify_webhook(secret, {}, body, now=1_000)
 
 
+def test_a_chunk_event_is_typed() -> None:
+    secret = "whsec_" + base64.b64encode(b"k" * 32).decode()
+    base = "http://api/v1/videos/vid_1"
+    chunk = {
+        "index": 1,
+        "start_frame": 25,
+        "stop_frame": 50,
+        "frames": 25,
+        "segment_url": f"{base}/stream/1.ts",
+        "playlist_url": f"{base}/stream.m3u8",
+        "preview_url": f"{base}/preview.mp4",
+        "thumbnail_url": f"{base}/thumbnail.jpg",
+    }
+    body = json.dumps({"type": "video.chunk", "timestamp": "t", "data": {**JOB, "chunk": chunk}}).encode()
+    event = verify_webhook(
+        secret, build_headers([parse_secret(secret)], "msg_2", 1_000, body), body, now=1_000
+    )
+    assert event.type == "video.chunk" and "video.chunk" in EVENT_TYPES
+    assert event.chunk is not None and (event.chunk.index, event.chunk.frames) == (1, 25)
+    assert event.chunk.segment_url.endswith("/stream/1.ts") and event.job.id == JOB["id"]
+    plain = json.dumps({"type": "video.started", "timestamp": "t", "data": JOB}).encode()
+    assert (
+        verify_webhook(
+            secret, build_headers([parse_secret(secret)], "m", 1_000, plain), plain, now=1_000
+        ).chunk
+        is None
+    )
+
+
 def test_download_follows_a_presigned_redirect_without_sending_the_key(tmp_path: Path) -> None:
     seen: list[httpx.Request] = []
 
@@ -175,3 +204,27 @@ def test_the_cli_progress_bar_estimates_the_time_left() -> None:
     assert isinstance(bar.stream, io.StringIO)
     line = bar.stream.getvalue()
     assert "vid_1 running" in line and "30%" in line and "3/10 chunks" in line and line.endswith("\n")
+
+
+def test_outputs_are_sent_parsed_and_downloaded(tmp_path: Path) -> None:
+    seen: list[httpx.Request] = []
+    result = {"duration_s": 1, "fps": 25, "frames": 25, "width": 64, "height": 64, "bytes": 9}
+    motion = {"url": "http://parla.test/v1/videos/vid_1/outputs/motion", "bytes": 5}
+    finished = {**JOB, "status": "succeeded", "result": {**result, "outputs": {"motion": motion}}}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.method == "POST":
+            return httpx.Response(202, json=JOB)
+        if request.url.path.endswith("/outputs/motion"):
+            return httpx.Response(200, content=b"npz!!")
+        return httpx.Response(200, json=finished)
+
+    client = Client(http=httpx.Client(base_url="http://parla.test", transport=httpx.MockTransport(handler)))
+    client.submit(b"png", b"wav", engine="liveportrait", outputs=["video", "motion"])
+    assert b'name="outputs"\r\n\r\n["video", "motion"]' in seen[0].read()
+    job = client.get("vid_1")
+    assert job.result is not None and job.result.outputs["motion"].bytes == 5
+    assert job.result.outputs["motion"].url == motion["url"]
+    assert client.download_output("vid_1", "motion") == b"npz!!"
+    assert client.download_output("vid_1", "motion", tmp_path / "m.npz") == tmp_path / "m.npz"

@@ -43,6 +43,20 @@ def test_lifecycle_and_terminal_is_final(store: JobStore) -> None:
     assert 0 < store.redis.ttl(store._key(job.id)) <= 60
 
 
+def test_an_ended_job_has_no_eta_in_its_record_or_its_webhook_payload(store: JobStore) -> None:
+    job = store.create("t", RenderOptions())
+    attempt = store.start_attempt(job.id)
+    assert attempt is not None
+    progress = Progress(chunks_done=2, chunks_total=2, frames_done=20, frames_total=20, eta_s=0.0)
+    store.set_progress(job.id, progress, attempt.token)
+    done = store.finish(job.id, JobStatus.FAILED, error=JobError(code="x", message="y"), token=attempt.token)
+    assert done is not None and done.progress.eta_s is None and done.progress.frames_done == 20
+    assert store.get(job.id).progress == done.progress
+    queued = store.create("t", RenderOptions())
+    canceled, now = store.request_cancel(queued.id)
+    assert now and canceled.progress.eta_s is None and canceled.progress.queue_position is None
+
+
 def test_a_second_delivery_is_refused_while_the_lease_is_held(store: JobStore) -> None:
     job = store.create("t", RenderOptions())
     first = store.start_attempt(job.id, "w1", lease_s=30)

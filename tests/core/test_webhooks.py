@@ -124,11 +124,14 @@ def test_event_constants() -> None:
     assert set(webhooks.ALL_WEBHOOK_EVENTS) == {
         "video.started",
         "video.progress",
+        "video.chunk",
         "video.succeeded",
         "video.failed",
         "video.canceled",
     }
     assert webhooks.is_terminal_event("video.canceled") and not webhooks.is_terminal_event("video.progress")
+    assert not webhooks.is_terminal_event("video.chunk")
+    assert webhooks.STREAM_WEBHOOK_EVENTS == ("video.progress", "video.chunk")
     assert webhooks.validate_webhook_events(["video.failed", "video.started", "video.failed"]) == [
         "video.started",
         "video.failed",

@@ -144,3 +144,53 @@ def files() -> dict[str, Any]:
 
 def submit_status(client: httpx.Client) -> int:
     return client.post("/v1/videos", files=files(), data={"size": "64"}).status_code
+
+
+def test_chunk_webhooks_link_to_the_live_preview(
+    redis_url: str, tmp_path: Path, receiver: tuple[str, list[dict[str, Any]]]
+) -> None:
+    from parla_client import verify_webhook
+
+    url, received = receiver
+    env = stack_env(
+        redis_url,
+        tmp_path,
+        PARLA_WEBHOOK_SECRET=SECRET,
+        PARLA_WEBHOOK_ALLOW_HTTP="true",
+        PARLA_WEBHOOK_ALLOW_PRIVATE_NETWORKS="true",
+        # 5 frames a chunk, 1.5 s a chunk: well past the 1 s throttle, so every chunk gets its event
+        PARLA_ENGINE_CONFIG=json.dumps({"chunk_frames": 5, "frame_delay_s": 0.3}),
+    )
+    with Stack(env, workers=1, state_dir=tmp_path) as stack:
+        client = httpx.Client(base_url=stack.base_url, timeout=30)
+        job_id = submit(client, 0.6, webhook_events=["video.chunk", "video.succeeded"], webhook_url=url)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any(b'"video.chunk"' in r["body"] for r in received):
+            time.sleep(0.05)
+        first = verify_webhook(SECRET, received[0]["headers"], received[0]["body"])
+        assert first.type == "video.chunk" and first.chunk is not None and first.chunk.index == 0
+        assert client.get(f"/v1/videos/{job_id}").json()["status"] == "running"  # sent while rendering
+        playlist = client.get(first.chunk.playlist_url)
+        assert playlist.status_code == 200 and "#EXT-X-ENDLIST" not in playlist.text
+        segment = client.get(first.chunk.segment_url)
+        assert segment.status_code == 200 and segment.content[:1] == b"\x47"  # an MPEG-TS packet
+        assert client.get(first.chunk.thumbnail_url).headers["content-type"] == "image/jpeg"
+
+        wait_for(client, job_id, lambda j: j["status"] == "succeeded")
+        while time.monotonic() < deadline and not any(b"video.succeeded" in r["body"] for r in received):
+            time.sleep(0.05)
+        events = [verify_webhook(SECRET, r["headers"], r["body"]) for r in received]
+        chunks = [event.chunk for event in events if event.type == "video.chunk"]
+        assert [chunk.index for chunk in chunks if chunk] == [0, 1, 2]
+        assert [(c.start_frame, c.stop_frame, c.frames) for c in chunks if c] == [
+            (0, 5, 5),
+            (5, 10, 5),
+            (10, 15, 5),
+        ]
+        assert (
+            chunks[-1] is not None
+            and chunks[-1].preview_url == f"{stack.base_url}/v1/videos/{job_id}/preview.mp4"
+        )
+        assert events[-1].type == "video.succeeded"
+        log = client.get(f"/v1/videos/{job_id}").json()["webhooks"]
+        assert [entry["type"] for entry in log] == ["video.succeeded"]  # chunk events stay out of it

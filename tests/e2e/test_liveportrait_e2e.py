@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from core.media import probe_video
+from models.motion.kp_info import read_motion_npz
 from service.stack import Stack
 from tests.e2e.test_stack import wait_for
 from tests.media import wav_bytes
@@ -88,9 +89,10 @@ def test_tiny_liveportrait_engine_through_the_service(redis_url: str, tmp_path: 
         info = probe_video(path)
         assert (info.frames, info.width, info.height) == (25, 64, 64)
 
-        # 3. The audio -> motion models: Ditto (flat form fields) and JoyVASA (one JSON field).
+        # 3. The audio -> motion models: Ditto (flat form fields, and its motion as an output too)
+        # and JoyVASA (one JSON field).
         for name, data in (
-            ("ditto", {"motion_model": "ditto", "head_distance": "1.2"}),
+            ("ditto", {"motion_model": "ditto", "head_distance": "1.2", "outputs": "video,motion"}),
             ("joyvasa", {"engine_options": json.dumps({"motion_model": "joyvasa", "gaze": [5.0, 0.0]})}),
         ):
             response = client.post(
@@ -108,3 +110,11 @@ def test_tiny_liveportrait_engine_through_the_service(redis_url: str, tmp_path: 
             path.write_bytes(client.get(f"/v1/videos/{job['id']}/video").content)
             info = probe_video(path)
             assert (info.frames, info.width, info.height) == (25, 64, 64), name
+            if name == "ditto":
+                motion_file = job["result"]["outputs"]["motion"]
+                download = client.get(motion_file["url"])
+                assert download.status_code == 200 and len(download.content) == motion_file["bytes"]
+                motion, meta = read_motion_npz(download.content)
+                assert motion.num_frames == 25 and meta["model"] == "ditto" and meta["fps"] == 25.0
+            else:
+                assert job["result"]["outputs"] == {}

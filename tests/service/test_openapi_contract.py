@@ -23,6 +23,7 @@ OPERATIONS = {
     ("post", "/v1/videos/{job_id}/cancel"): "cancel_video",
     ("get", "/v1/videos/{job_id}/video"): "download_video",
     ("head", "/v1/videos/{job_id}/video"): "download_video_head",
+    ("get", "/v1/videos/{job_id}/outputs/{name}"): "download_output",
     ("get", "/v1/videos/{job_id}/stream.m3u8"): "get_stream_playlist",
     ("get", "/v1/videos/{job_id}/stream/{index}.ts"): "get_stream_segment",
     ("get", "/v1/videos/{job_id}/preview.mp4"): "get_preview",
@@ -135,7 +136,17 @@ def test_webhook_events_are_in_the_webhooks_section(spec: dict[str, Any]) -> Non
         assert headers == {"webhook-id", "webhook-timestamp", "webhook-signature"}
         schema = operation["requestBody"]["content"]["application/json"]["schema"]
         assert schema["properties"]["type"] == {"type": "string", "const": event}
-        assert schema["properties"]["data"]["$ref"] == "#/components/schemas/Job"
+        data = schema["properties"]["data"]
+        if event == "video.chunk":
+            job, chunk = data["allOf"]
+            assert job["$ref"] == "#/components/schemas/Job" and chunk["required"] == ["chunk"]
+            assert chunk["properties"]["chunk"]["$ref"] == "#/components/schemas/WebhookChunk"
+        else:
+            assert data["$ref"] == "#/components/schemas/Job"
+    chunk_fields = spec["components"]["schemas"]["WebhookChunk"]["properties"]
+    assert {"index", "frames", "segment_url", "playlist_url", "preview_url", "thumbnail_url"} <= set(
+        chunk_fields
+    )
 
 
 @pytest.fixture()

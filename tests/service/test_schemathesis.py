@@ -41,6 +41,7 @@ OPERATIONS = [
     "POST /v1/videos/{job_id}/cancel",
     "GET /v1/videos/{job_id}/video",
     "HEAD /v1/videos/{job_id}/video",
+    "GET /v1/videos/{job_id}/outputs/{name}",
     "GET /v1/videos/{job_id}/stream.m3u8",
     "GET /v1/videos/{job_id}/stream/{index}.ts",
     "GET /v1/videos/{job_id}/preview.mp4",

@@ -41,10 +41,14 @@ class CrashingEngine(PatternEngine):
 class RecordingObserver:
     def __init__(self) -> None:
         self.events: list[str] = []
+        self.chunks: list[tuple[int, int, int]] = []
         self.stages: set[str] = set()
 
     def job_event(self, event_type: str, job: Any) -> None:
         self.events.append(event_type)
+
+    def chunk_stored(self, job: Any, index: int, start: int, stop: int) -> None:
+        self.chunks.append((index, start, stop))
 
     def stage_seconds(self, stage: str, seconds: float) -> None:
         self.stages.add(stage)
@@ -86,6 +90,7 @@ def test_job_renders_in_chunks_to_an_mp4(jobs: JobStore, storage: LocalStorage, 
     assert job.result is not None and job.result.frames == 25 and job.result.width == 64
     assert decoded_frames(storage, job_id, tmp_path).shape == (25, 64, 64, 3)
     assert observer.events == ["video.started"] + ["video.progress"] * 4 + ["video.succeeded"]
+    assert observer.chunks == [(0, 0, 8), (1, 8, 16), (2, 16, 24), (3, 24, 25)]
     assert {"decode", "prepare", "render", "encode", "upload"} <= observer.stages
 
 

@@ -254,6 +254,28 @@ def test_progress_is_throttled_and_never_retried(client: redis.Redis, receiver: 
     )
 
 
+def test_chunk_events_have_their_own_throttle_and_stay_out_of_the_log(
+    client: redis.Redis, receiver: Receiver
+) -> None:
+    outbox = WebhookOutbox(client, progress_min_interval_s=60, chunk_min_interval_s=0.3)
+    url = receiver.url("/chunks")
+    assert outbox.enqueue("job_1", "video.progress", url, JOB, terminal=False) is not None
+    first = outbox.enqueue("job_1", "video.chunk", url, JOB, terminal=False)  # not held back by progress
+    assert first is not None
+    assert outbox.enqueue("job_1", "video.chunk", url, JOB, terminal=False) is None
+    assert outbox.enqueue("job_1", "video.progress", url, JOB, terminal=False) is None
+    with make_dispatcher(outbox) as dispatcher:
+        assert dispatcher.deliver_due() == 2
+    delivered = outbox.get(first)
+    assert delivered is not None and (delivered.state, delivered.terminal) == ("delivered", False)
+    assert 0 < client.pttl(outbox.delivery_key(first)) <= outbox.progress_ttl_s * 1000
+    assert outbox.deliveries("job_1") == []
+    time.sleep(0.35)
+    assert outbox.enqueue("job_1", "video.chunk", url, JOB, terminal=False) is not None
+    with pytest.raises(ValueError, match="chunk_min_interval_s"):
+        WebhookOutbox(client, chunk_min_interval_s=-1)
+
+
 def test_connection_errors_retry_until_the_schedule_is_used_up(client: redis.Redis) -> None:
     outbox = WebhookOutbox(client)
     delivery_id = outbox.enqueue(

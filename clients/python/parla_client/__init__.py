@@ -4,13 +4,15 @@ from parla_client._requests import Media, RetryPolicy
 from parla_client.async_client import AsyncClient
 from parla_client.client import Client
 from parla_client.errors import APIError, JobFailed, ParlaError, WaitTimeout
-from parla_client.models import Engine, Job, JobError, JobPage, Progress, VideoResult
-from parla_client.webhooks import WebhookEvent, WebhookVerificationError, verify_webhook
+from parla_client.models import Chunk, Engine, Job, JobError, JobPage, OutputFile, Progress, VideoResult
+from parla_client.webhooks import EVENT_TYPES, WebhookEvent, WebhookVerificationError, verify_webhook
 
 __version__ = "0.1.0"
 __all__ = [
+    "EVENT_TYPES",
     "APIError",
     "AsyncClient",
+    "Chunk",
     "Client",
     "Engine",
     "Job",
@@ -18,6 +20,7 @@ __all__ = [
     "JobFailed",
     "JobPage",
     "Media",
+    "OutputFile",
     "ParlaError",
     "Progress",
     "RetryPolicy",

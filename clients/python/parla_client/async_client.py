@@ -76,6 +76,7 @@ class AsyncClient:
         seed: int | None = None,
         framing: Literal["crop", "full"] | None = None,
         face_index: int | None = None,
+        outputs: list[str] | None = None,
         webhook_url: str | None = None,
         webhook_events: list[str] | None = None,
         metadata: dict[str, Any] | None = None,
@@ -90,6 +91,7 @@ class AsyncClient:
             seed,
             framing,
             face_index,
+            outputs,
             webhook_url,
             webhook_events,
             metadata,
@@ -150,6 +152,12 @@ class AsyncClient:
 
     async def download(self, job_id: str, path: str | os.PathLike[str] | None = None) -> bytes | Path:
         return await self._fetch(f"/v1/videos/{job_id}/video", path)
+
+    async def download_output(
+        self, job_id: str, name: str, path: str | os.PathLike[str] | None = None
+    ) -> bytes | Path:
+        """One of the finished job's other outputs (``outputs``, e.g. ``"motion"``): an NPZ file."""
+        return await self._fetch(f"/v1/videos/{job_id}/outputs/{name}", path)
 
     async def preview(self, job_id: str, path: str | os.PathLike[str] | None = None) -> bytes | Path:
         return await self._fetch(f"/v1/videos/{job_id}/preview.mp4", path)

@@ -49,6 +49,7 @@ def _submit_options(
     seed: int | None,
     framing: Literal["crop", "full"] | None,
     face_index: int | None,
+    outputs: list[str] | None,
     webhook_url: str | None,
     webhook_events: list[str] | None,
     metadata: dict[str, Any] | None,
@@ -61,6 +62,7 @@ def _submit_options(
         "seed": seed,
         "framing": framing,
         "face_index": face_index,
+        "outputs": outputs,
         "webhook_url": webhook_url,
         "webhook_events": webhook_events,
         "metadata": metadata,
@@ -166,6 +168,7 @@ class Client:
         seed: int | None = None,
         framing: Literal["crop", "full"] | None = None,
         face_index: int | None = None,
+        outputs: list[str] | None = None,
         webhook_url: str | None = None,
         webhook_events: list[str] | None = None,
         metadata: dict[str, Any] | None = None,
@@ -183,6 +186,7 @@ class Client:
             seed,
             framing,
             face_index,
+            outputs,
             webhook_url,
             webhook_events,
             metadata,
@@ -262,6 +266,13 @@ class Client:
             return target
         finally:
             response.close()
+
+    def download_output(
+        self, job_id: str, name: str, path: str | os.PathLike[str] | None = None
+    ) -> bytes | Path:
+        """One of the finished job's other outputs (``outputs``, e.g. ``"motion"``): an NPZ file,
+        written to ``path`` (returned) or returned as bytes."""
+        return self._fetch(f"/v1/videos/{job_id}/outputs/{name}", path)
 
     def preview(self, job_id: str, path: str | os.PathLike[str] | None = None) -> bytes | Path:
         """The chunks rendered so far as one MP4 with the speech (``APIError`` 409 before the first)."""

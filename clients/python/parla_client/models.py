@@ -42,8 +42,23 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class OutputFile:
+    """One output of a job besides the video (``outputs``, e.g. ``motion``): an NPZ file."""
+
+    url: str | None
+    bytes: int
+    content_type: str
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> OutputFile:
+        return cls(
+            data.get("url"), int(data["bytes"]), str(data.get("content_type", "application/octet-stream"))
+        )
+
+
+@dataclass(frozen=True)
 class VideoResult:
-    """The finished video: where it is and what it holds."""
+    """The finished video: where it is and what it holds, and the job's other outputs by name."""
 
     video_url: str | None
     duration_s: float
@@ -52,6 +67,7 @@ class VideoResult:
     width: int
     height: int
     bytes: int
+    outputs: dict[str, OutputFile] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> VideoResult:
@@ -63,6 +79,37 @@ class VideoResult:
             int(data["width"]),
             int(data["height"]),
             int(data["bytes"]),
+            {name: OutputFile.from_json(item) for name, item in (data.get("outputs") or {}).items()},
+        )
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """The chunk a ``video.chunk`` webhook is about: its frames and where to watch it.
+
+    The links are API routes and take the same API key (``Client.download`` style requests).
+    """
+
+    index: int
+    start_frame: int
+    stop_frame: int
+    frames: int
+    segment_url: str
+    playlist_url: str
+    preview_url: str
+    thumbnail_url: str
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Chunk:
+        return cls(
+            int(data["index"]),
+            int(data["start_frame"]),
+            int(data["stop_frame"]),
+            int(data["frames"]),
+            str(data["segment_url"]),
+            str(data["playlist_url"]),
+            str(data["preview_url"]),
+            str(data["thumbnail_url"]),
         )
 
 

@@ -18,9 +18,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from parla_client.errors import ParlaError
-from parla_client.models import Job
+from parla_client.models import Chunk, Job
 
 SECRET_PREFIX = "whsec_"
+EVENT_TYPES = (
+    "video.started",
+    "video.progress",
+    "video.chunk",
+    "video.succeeded",
+    "video.failed",
+    "video.canceled",
+)
+"""The event types a job can subscribe to (``webhook_events``); ``video.chunk`` carries ``chunk``."""
 
 
 class WebhookVerificationError(ParlaError):
@@ -29,12 +38,16 @@ class WebhookVerificationError(ParlaError):
 
 @dataclass(frozen=True)
 class WebhookEvent:
-    """One verified delivery: ``type`` (``video.succeeded``, ...), its ``id`` and the job."""
+    """One verified delivery: ``type`` (``video.succeeded``, ...), its ``id`` and the job.
+
+    ``chunk`` is set for ``video.chunk`` (the chunk just stored, with its preview links).
+    """
 
     id: str
     type: str
     job: Job
     raw: dict[str, Any]
+    chunk: Chunk | None = None
 
 
 def _key(secret: str) -> bytes:
@@ -84,4 +97,6 @@ def verify_webhook(
     if not matched:
         raise WebhookVerificationError("no webhook-signature matches the secret")
     event = json.loads(body)
-    return WebhookEvent(msg_id, str(event.get("type", "")), Job.from_json(event["data"]), event)
+    data = event["data"]
+    chunk = Chunk.from_json(data["chunk"]) if isinstance(data.get("chunk"), dict) else None
+    return WebhookEvent(msg_id, str(event.get("type", "")), Job.from_json(data), event, chunk)

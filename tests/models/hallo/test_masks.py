@@ -6,7 +6,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from models.hallo.masks import LIP_IDS, SILHOUETTE_IDS, expand_region, hallo_masks
+from models.hallo.masks import LIP_IDS, SILHOUETTE_IDS, expand_region, hallo_masks, invert_mask
 
 
 def _mesh() -> npt.NDArray[np.float32]:
@@ -35,3 +35,10 @@ def test_masks_regions_and_levels() -> None:
     assert masks.levels[1][0].shape == (64,)
     with pytest.raises(ValueError, match="landmarks must be"):
         hallo_masks(np.zeros((10, 2), dtype=np.float32), (128, 128), 1.2, [(8, 8)])
+
+
+def test_the_pose_mask_is_the_reference_s_float_inversion() -> None:
+    values = np.arange(256, dtype=np.uint8)
+    inverted = invert_mask(values)
+    assert inverted[43] == 211 and inverted[0] == 255 and inverted[255] == 0 and inverted[100] == 155
+    assert int((inverted != 255 - values).sum()) == 50

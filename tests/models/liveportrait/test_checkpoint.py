@@ -12,11 +12,14 @@ import torch
 
 from core.errors import WeightsError
 from models.liveportrait.checkpoint import (
+    DITTO_FILES,
+    DITTO_STITCH_FILE,
     PUBLISHED_FILES,
     RETARGETING_FILE,
     LivePortraitModules,
     build_modules,
     convert_to_safetensors,
+    detect_layout,
     load_converted,
     load_published,
     load_weights,
@@ -169,3 +172,117 @@ def test_safetensors_conversion_round_trip(
     (out_dir / "manifest.json").unlink()
     with pytest.raises(WeightsError, match=r"no manifest\.json"):
         load_converted(out_dir)
+
+
+# --- Ditto's file names for the same networks ----------------------------------------------------------
+
+
+def test_ditto_names_map_onto_the_same_modules() -> None:
+    # Ditto's modules (its core/models/modules, constructor defaults) have LivePortrait's keys and
+    # shapes in the same order (checked against the manifest outside the repository, docs): the mapping
+    # is by module, so the full-size structure test above covers both layouts.
+    retargeting = {"retarget_lip", "retarget_eye"}  # resolved at load (not Ditto's own)
+    assert set(DITTO_FILES) == set(PUBLISHED_FILES) - retargeting
+    for name, (file, entry) in DITTO_FILES.items():
+        assert file.startswith("ditto_pytorch/models/") and entry == PUBLISHED_FILES[name][1]
+
+
+def test_ditto_layout_loads_strictly(tmp_path: Path) -> None:
+    modules = tiny_modules(seed=1)
+    save_published(modules, tmp_path, layout="ditto")
+    assert missing_files(tmp_path, "ditto") == [] and detect_layout(tmp_path) == "ditto"
+    raw = torch.load(tmp_path / DITTO_STITCH_FILE, weights_only=True)
+    assert set(raw) == {"retarget_shoulder", "retarget_mouth", "retarget_eye"}
+    _same_weights(modules, load_published(tmp_path, config=tiny_config(), layout="ditto"))
+    _same_weights(modules, load_published(tmp_path, config=tiny_config()))  # detected
+
+
+def test_ditto_layout_without_retargeting_takes_liveportraits_file(tmp_path: Path) -> None:
+    modules = tiny_modules(seed=1)
+    other = tiny_modules(seed=2)
+    save_published(modules, tmp_path, layout="ditto", with_retargeting=False)
+    assert set(torch.load(tmp_path / DITTO_STITCH_FILE, weights_only=True)) == {"retarget_shoulder"}
+    with pytest.raises(WeightsError, match=r"no 'retarget_mouth'/'retarget_eye' entries.*retargeting_models"):
+        load_published(tmp_path, config=tiny_config())
+    save_published(other, tmp_path / "lp")
+    (tmp_path / "retargeting_models").mkdir()
+    shutil.copy(tmp_path / "lp" / RETARGETING_FILE, tmp_path / RETARGETING_FILE)
+    loaded = load_published(tmp_path, config=tiny_config(), layout="ditto")
+    for name in (
+        "appearance_feature_extractor",
+        "motion_extractor",
+        "warping_module",
+        "spade_generator",
+        "stitching",
+    ):
+        for key, value in getattr(modules, name).state_dict().items():
+            assert torch.equal(getattr(loaded, name).state_dict()[key], value), f"{name}.{key}"
+    for name in ("retarget_lip", "retarget_eye"):
+        for key, value in getattr(other, name).state_dict().items():
+            assert torch.equal(getattr(loaded, name).state_dict()[key], value), f"{name}.{key}"
+
+
+def test_ditto_layout_mismatches_are_listed(tmp_path: Path) -> None:
+    save_published(tiny_modules(seed=1), tmp_path, layout="ditto")
+    path = tmp_path / DITTO_FILES["warping_module"][0]
+    state = torch.load(path, weights_only=True)
+    first = next(iter(state))
+    state[first] = torch.zeros(2, 2)
+    state["extra.weight"] = torch.zeros(1)
+    del state["fourth.bias"]
+    torch.save(state, path)
+    with pytest.raises(
+        WeightsError,
+        match=r"warp_network\.pth does not match WarpingNetwork: 1 missing keys: fourth.bias"
+        r".*1 unexpected keys: extra.weight.*1 shape mismatches",
+    ):
+        load_published(tmp_path, config=tiny_config())
+    raw = torch.load(tmp_path / DITTO_STITCH_FILE, weights_only=True)
+    del raw["retarget_shoulder"]
+    torch.save(raw, tmp_path / DITTO_STITCH_FILE)
+    save_published(tiny_modules(seed=1), tmp_path / "again", layout="ditto")
+    shutil.copy(tmp_path / "again" / DITTO_FILES["warping_module"][0], path)
+    with pytest.raises(WeightsError, match=r"stitch_network\.pth has no 'retarget_shoulder' entry"):
+        load_published(tmp_path, config=tiny_config())
+
+
+def test_incomplete_layouts_name_what_each_lacks(tmp_path: Path) -> None:
+    save_published(tiny_modules(seed=1), tmp_path, layout="ditto")
+    (tmp_path / DITTO_FILES["spade_generator"][0]).unlink()
+    with pytest.raises(
+        WeightsError,
+        match=r"base_models/.*LivePortrait's layout.*ditto_pytorch/models/decoder\.pth \(Ditto's",
+    ):
+        load_published(tmp_path, config=tiny_config())
+    with pytest.raises(WeightsError, match=r"lacks ditto_pytorch/models/decoder\.pth$"):
+        load_published(tmp_path, config=tiny_config(), layout="ditto")
+    with pytest.raises(ValueError, match="layout must be one of"):
+        load_published(tmp_path, layout="other")
+
+
+def test_liveportrait_layout_wins_when_both_are_complete(tmp_path: Path) -> None:
+    lp, ditto = tiny_modules(seed=1), tiny_modules(seed=2)
+    save_published(lp, tmp_path)
+    save_published(ditto, tmp_path, layout="ditto")
+    assert detect_layout(tmp_path) == "liveportrait"
+    _same_weights(lp, load_published(tmp_path, config=tiny_config()))
+    _same_weights(ditto, load_published(tmp_path, config=tiny_config(), layout="ditto"))
+
+
+def test_ditto_layout_converts_to_safetensors(tmp_path: Path) -> None:
+    modules = tiny_modules(seed=1)
+    save_published(modules, tmp_path / "ditto", layout="ditto")
+    convert_to_safetensors(tmp_path / "ditto", tmp_path / "out", config=tiny_config())
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert "ditto_pytorch/models/decoder.pth" in manifest["source"]
+    _same_weights(modules, load_converted(tmp_path / "out"))
+
+
+def test_the_engine_accepts_a_complete_ditto_layout(tmp_path: Path) -> None:
+    from models.liveportrait.engine import check_weights
+
+    save_published(tiny_modules(seed=1), tmp_path, layout="ditto", with_retargeting=False)
+    check_weights(tmp_path)  # Ditto's five files are there; the retargeting MLPs are checked at load
+    (tmp_path / DITTO_FILES["motion_extractor"][0]).unlink()
+    with pytest.raises(WeightsError, match="or Ditto's ditto_pytorch/models"):
+        check_weights(tmp_path)

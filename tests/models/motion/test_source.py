@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,3 +77,59 @@ def test_bad_ranges(generator: Any, speech: np.ndarray) -> None:
     _, carry = src.frames(0, 5, None)
     with pytest.raises(ValueError, match="not 6"):
         src.frames(6, 10, carry)
+
+
+def _fields(frames: Any) -> dict[str, np.ndarray]:
+    return {k: getattr(frames, k) for k in ("scale", "pitch", "yaw", "roll", "t", "exp")}
+
+
+def _chunked(src: AudioMotionSource, bounds: list[int]) -> dict[str, np.ndarray]:
+    from models.engine import ChunkCarry
+
+    parts, carry = [], None
+    for a, b in itertools.pairwise(bounds):
+        frames, carry = src.frames(a, b, carry)
+        parts.append(_fields(frames))
+        # through bytes, as the job store keeps it
+        carry = ChunkCarry.from_bytes(ChunkCarry(arrays=carry).to_bytes()).arrays
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+@pytest.mark.parametrize("model", ["ditto", "joyvasa"])
+def test_other_fps_resamples_the_25_fps_motion(generator: Any, speech: np.ndarray, model: str) -> None:
+    portrait, options = portrait_motion(), MotionOptions(motion_model=model)  # type: ignore[arg-type]
+    native = AudioMotionSource(generator, options, portrait, speech, 50, seed=0)  # 2 s at 25 fps
+    at25 = _fields(native.frames(0, 50, None)[0])
+    double = AudioMotionSource(generator, options, portrait, speech, 100, seed=0, fps=50.0)
+    assert double.resampled and double.model_frames == 50
+    at50 = _fields(double.frames(0, 100, None)[0])
+    for key in at25:
+        np.testing.assert_array_equal(at50[key][0:100:2], at25[key])  # on the model's frames: exact
+        midpoint = (at25[key][:-1] + at25[key][1:]) / 2
+        np.testing.assert_allclose(at50[key][1:99:2], midpoint, rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(at50[key][99], at25[key][49])  # the last model frame is held
+    np.testing.assert_array_equal(double.reference.exp, native.reference.exp)  # same first frame
+
+    thirty = AudioMotionSource(generator, options, portrait, speech, 60, seed=0, fps=30.0)
+    at30 = _fields(thirty.frames(0, 60, None)[0])
+    u = np.arange(60) * 25 / 30
+    lo = np.floor(u).astype(int)
+    w = (u - lo).astype(np.float32)
+    expected = at25["yaw"][lo] + w[:, None] * (at25["yaw"][np.minimum(lo + 1, 49)] - at25["yaw"][lo])
+    np.testing.assert_allclose(at30["yaw"], expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(("fps", "frames"), [(30.0, 60), (10.0, 20), (60.0, 120)])
+def test_resampled_chunks_resume_exactly(generator: Any, speech: np.ndarray, fps: float, frames: int) -> None:
+    options = MotionOptions(motion_model="ditto")
+    src = AudioMotionSource(generator, options, portrait_motion(), speech, frames, seed=0, fps=fps)
+    whole = _fields(src.frames(0, frames, None)[0])
+    for bounds in ([0, 1, 2, 7, frames // 2, frames - 1, frames], [0, frames // 3, frames]):
+        chunked = _chunked(src, bounds)
+        for key in whole:
+            np.testing.assert_array_equal(chunked[key], whole[key])
+    _, carry = src.frames(0, 7, None)
+    with pytest.raises(ValueError, match="carry ends at frame 7, not 8"):
+        src.frames(8, 10, carry)
+    with pytest.raises(ValueError, match="fps must be > 0"):
+        AudioMotionSource(generator, options, portrait_motion(), speech, frames, seed=0, fps=0.0)
