@@ -55,26 +55,9 @@ def tiny_audio2pose_config() -> Audio2PoseConfig:
 
 def tiny_audio_encoder_config(hidden_size: int = 32) -> Wav2Vec2Config:
     """wav2vec2-base's feature encoder (7 convs, hop 320, group norm) and one narrow transformer layer."""
-    return Wav2Vec2Config(
-        hidden_size=hidden_size,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=2 * hidden_size,
-        conv_dim=(16,) * 7,
-        conv_stride=(5, 2, 2, 2, 2, 2, 2),
-        conv_kernel=(10, 3, 3, 3, 3, 2, 2),
-        feat_extract_norm="group",
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=2,
-        do_stable_layer_norm=False,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-        activation_dropout=0.0,
-        feat_proj_dropout=0.0,
-        layerdrop=0.0,
-        mask_time_prob=0.05,
-        vocab_size=8,
-    )
+    from models.sd.testing import tiny_wav2vec2_config
+
+    return tiny_wav2vec2_config(hidden_size, mask_time_prob=0.05)
 
 
 def wav2vec2_base_config() -> Wav2Vec2Config:

@@ -60,29 +60,12 @@ def tiny_modules(seed: int = 0, dtype: torch.dtype = torch.float32) -> HalloModu
 def tiny_audio_encoder(seed: int = 0) -> Any:
     """wav2vec2-base's layout (7-conv feature encoder with group norm, hop 320, post-norm encoder)
     at `TINY_WAV2VEC_DIM` wide with `TINY_WAV2VEC_LAYERS` layers, random weights, eval mode."""
-    from transformers import Wav2Vec2Config, Wav2Vec2Model
+    from transformers import Wav2Vec2Model
+
+    from models.sd.testing import tiny_wav2vec2_config
 
     torch.manual_seed(seed)
-    config = Wav2Vec2Config(
-        hidden_size=TINY_WAV2VEC_DIM,
-        num_hidden_layers=TINY_WAV2VEC_LAYERS,
-        num_attention_heads=2,
-        intermediate_size=2 * TINY_WAV2VEC_DIM,
-        conv_dim=(16,) * 7,
-        conv_stride=(5, 2, 2, 2, 2, 2, 2),
-        conv_kernel=(10, 3, 3, 3, 3, 2, 2),
-        feat_extract_norm="group",
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=2,
-        do_stable_layer_norm=False,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-        activation_dropout=0.0,
-        feat_proj_dropout=0.0,
-        layerdrop=0.0,
-        mask_time_prob=0.0,
-        vocab_size=8,
-    )
+    config = tiny_wav2vec2_config(TINY_WAV2VEC_DIM, TINY_WAV2VEC_LAYERS)
     encoder: Any = Wav2Vec2Model(config)
     return encoder.eval()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from diffusers import AutoencoderKL
+from transformers import Wav2Vec2Config
 
 
 def sd_vae(
@@ -28,3 +29,32 @@ def sd_vae(
         sample_size=sample_size,
     )
     return vae.eval()
+
+
+def tiny_wav2vec2_config(
+    hidden_size: int = 32, num_hidden_layers: int = 1, **overrides: Any
+) -> Wav2Vec2Config:
+    """wav2vec2-base's layout (7-conv feature encoder with group norm, hop 320, post-norm encoder) at
+    ``hidden_size`` wide with ``num_hidden_layers`` layers and no dropout: the audio front-end of the
+    tiny vexpress, hallo and aniportrait models. ``overrides`` replace any other field."""
+    values: dict[str, Any] = {
+        "hidden_size": hidden_size,
+        "num_hidden_layers": num_hidden_layers,
+        "num_attention_heads": 2,
+        "intermediate_size": 2 * hidden_size,
+        "conv_dim": (16,) * 7,
+        "conv_stride": (5, 2, 2, 2, 2, 2, 2),
+        "conv_kernel": (10, 3, 3, 3, 3, 2, 2),
+        "feat_extract_norm": "group",
+        "num_conv_pos_embeddings": 16,
+        "num_conv_pos_embedding_groups": 2,
+        "do_stable_layer_norm": False,
+        "hidden_dropout": 0.0,
+        "attention_dropout": 0.0,
+        "activation_dropout": 0.0,
+        "feat_proj_dropout": 0.0,
+        "layerdrop": 0.0,
+        "mask_time_prob": 0.0,
+        "vocab_size": 8,
+    }
+    return Wav2Vec2Config(**{**values, **overrides})

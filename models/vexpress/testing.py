@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 import torch
-from transformers import Wav2Vec2Config, Wav2Vec2Model
+from transformers import Wav2Vec2Model
 
-from models.sd.testing import sd_vae
+from models.sd.testing import sd_vae, tiny_wav2vec2_config
 from models.vexpress.audio import build_feature_extractor
 from models.vexpress.pipeline import VExpressComponents
 
@@ -30,26 +30,7 @@ if TYPE_CHECKING:
 
 def tiny_audio_encoder(hidden_size: int) -> Any:
     """wav2vec2-base's feature encoder (7 convs, hop 320, group norm) and one transformer layer, narrow."""
-    config = Wav2Vec2Config(
-        hidden_size=hidden_size,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=2 * hidden_size,
-        conv_dim=(16,) * 7,
-        conv_stride=(5, 2, 2, 2, 2, 2, 2),
-        conv_kernel=(10, 3, 3, 3, 3, 2, 2),
-        feat_extract_norm="group",
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=2,
-        do_stable_layer_norm=False,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-        activation_dropout=0.0,
-        feat_proj_dropout=0.0,
-        layerdrop=0.0,
-        mask_time_prob=0.0,
-        vocab_size=8,
-    )
+    config = tiny_wav2vec2_config(hidden_size)
     encoder: Any = Wav2Vec2Model(config)
     return encoder.eval()
 
