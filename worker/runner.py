@@ -21,10 +21,8 @@ from its last checkpoint; anything else fails it as ``engine_error``.
 from __future__ import annotations
 
 import functools
-import io
 import logging
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,7 +35,7 @@ import numpy.typing as npt
 from core.errors import InvalidInput, NotFound, ParlaError
 from core.jobs import Job, JobError, JobStatus, OutputFile, Progress, RenderOptions, VideoResult
 from core.jobstore import Attempt, JobStore, LeaseLost
-from core.logs import in_job_context, job_context
+from core.logs import job_context
 from core.media import InputLimits, assemble_mp4, decode_audio, decode_image, encode_segment
 from core.redisconn import TRANSIENT_REDIS_ERRORS
 from core.storage import Storage, carry_key, job_key, output_key, output_part_key, segment_key
@@ -52,6 +50,8 @@ from models.engine import (
 )
 from models.options import EngineOptions, validate_options
 from worker.lease import LeaseKeeper
+from worker.outputs import check_chunk_outputs, encode_part, join_parts, side_outputs
+from worker.sink import ChunkClock, ChunkSink
 
 log = logging.getLogger(__name__)
 
@@ -96,48 +96,6 @@ def render_params(
         face_index=options.face_index,
         outputs=tuple(options.outputs),
     )
-
-
-def side_outputs(engine: AnyEngine, params: RenderParams[Any]) -> frozenset[str]:
-    """The outputs besides the video that the job asks for, checked against what the engine makes.
-
-    Raises:
-        InvalidInput: ``invalid_params`` when the engine cannot make one (the API checks this at
-            submit; a record from a deployment with another engine gets here).
-    """
-    wanted = frozenset(params.outputs) - {"video"}
-    if wanted and not isinstance(engine, OutputEngine):
-        raise InvalidInput(
-            f"outputs: engine {engine.name!r} makes only the video, not {', '.join(sorted(wanted))}",
-            code="invalid_params",
-        )
-    return wanted
-
-
-def _npz(arrays: dict[str, npt.NDArray[Any]]) -> bytes:
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return buffer.getvalue()
-
-
-def _read_npz(data: bytes) -> dict[str, npt.NDArray[Any]]:
-    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-        return {name: archive[name] for name in archive.files}
-
-
-def check_chunk_outputs(chunk: ChunkSpec, wanted: frozenset[str], outputs: ChunkOutputs) -> None:
-    """An engine's side outputs of one chunk: exactly the wanted names, each array one row a frame."""
-    if set(outputs) != wanted:
-        raise RuntimeError(
-            f"engine returned outputs {sorted(outputs)} for chunk {chunk}, expected {sorted(wanted)}"
-        )
-    for name, arrays in outputs.items():
-        for key, array in arrays.items():
-            if array.ndim == 0 or array.shape[0] != chunk.num_frames or array.dtype == object:
-                raise RuntimeError(
-                    f"engine returned {name}.{key} {array.dtype} {array.shape} for chunk {chunk}, "
-                    f"expected {chunk.num_frames} rows"
-                )
 
 
 class ChunkRunner:
@@ -312,7 +270,8 @@ class ChunkRunner:
         )
         self.jobs.set_progress(job_id, progress, token)
         clock = ChunkClock(first, len(chunks))
-        sink = ChunkSink(self, job_id, token, lease, progress, prepared.fps, clock, threaded=self.pipelined)
+        store = functools.partial(self.store_chunk, job_id, token, lease, progress, prepared.fps, clock)
+        sink = ChunkSink(store, job_id, threaded=self.pipelined)
         try:
             for chunk in chunks[first:]:
                 sink.raise_if_failed()
@@ -362,7 +321,7 @@ class ChunkRunner:
         files: dict[str, OutputFile] = {}
         for name in sorted(wanted):
             with tempfile.TemporaryDirectory(prefix="parla-out-") as tmp:
-                joined = self._join_parts(job_id, name, chunks, Path(tmp))
+                joined = join_parts(self.storage, job_id, name, chunks, Path(tmp))
                 path = Path(tmp) / f"{name}.npz"
                 with self._stage("encode"), path.open("wb") as handle:
                     self._output_engine.write_output(prepared, name, joined, handle)
@@ -372,34 +331,6 @@ class ChunkRunner:
                     self.storage.put_file(output_key(job_id, name), path, "application/octet-stream")
                 files[name] = OutputFile(bytes=path.stat().st_size)
         return files
-
-    def _join_parts(
-        self, job_id: str, name: str, chunks: list[ChunkSpec], tmp: Path
-    ) -> dict[str, npt.NDArray[Any]]:
-        total = chunks[-1].stop - chunks[0].start
-        joined: dict[str, npt.NDArray[Any]] = {}
-        row = 0
-        for chunk in chunks:
-            part = _read_npz(self.storage.get_bytes(output_part_key(job_id, name, chunk.index)))
-            if not joined:
-                joined = {
-                    key: np.lib.format.open_memmap(  # type: ignore[no-untyped-call]
-                        tmp / f"{index}.npy", mode="w+", dtype=array.dtype, shape=(total, *array.shape[1:])
-                    )
-                    for index, (key, array) in enumerate(sorted(part.items()))
-                }
-            if set(part) != set(joined):
-                raise RuntimeError(f"the chunks of output {name!r} hold different arrays")
-            for key, array in part.items():
-                target = joined[key]
-                if array.dtype != target.dtype or array.shape[1:] != target.shape[1:]:
-                    raise RuntimeError(
-                        f"output {name!r}: chunk {chunk.index}'s {key} is {array.dtype} {array.shape}, "
-                        f"chunk 0's {target.dtype} {target.shape[1:]} per frame"
-                    )
-                target[row : row + chunk.num_frames] = array
-            row += chunk.num_frames
-        return joined
 
     def _assemble(
         self, job_id: str, chunks: list[ChunkSpec], audio_bytes: bytes, prepared: Any, lease: LeaseKeeper
@@ -443,7 +374,7 @@ class ChunkRunner:
         progress (the carry last: a resume trusts a chunk whose carry is stored)."""
         with self._stage("encode"):
             segment = encode_segment(frames, fps)
-            parts = {name: _npz(arrays) for name, arrays in outputs.items()}
+            parts = {name: encode_part(arrays) for name, arrays in outputs.items()}
         lease.check()
         with self._stage("upload"):
             self.storage.put_bytes(segment_key(job_id, chunk.index), segment, "video/mp4")
@@ -462,110 +393,3 @@ class ChunkRunner:
         return self._finish(
             attempt, JobStatus.CANCELED, error=JobError(code="canceled", message="canceled by request")
         )
-
-
-class ChunkClock:
-    """The ETA of an attempt: its mean time per stored chunk so far, times the chunks left."""
-
-    def __init__(self, first: int, total: int) -> None:
-        self.first, self.total = first, total
-        self.started = time.monotonic()
-
-    def eta_s(self, done: int) -> float | None:
-        """Seconds until the last chunk is stored, once ``done`` chunks are (None before any)."""
-        stored_here = done - self.first
-        if stored_here <= 0:
-            return None
-        per_chunk = (time.monotonic() - self.started) / stored_here
-        return round(per_chunk * (self.total - done), 2)
-
-
-class ChunkSink:
-    """Checkpoints rendered chunks in order (``ChunkRunner.store_chunk``), on its own thread if ``threaded``.
-
-    ``put`` hands a chunk over and returns at once, after waiting for the previous chunk to be
-    stored: one chunk is stored while the next renders, never more. The first error of the sink
-    is raised in the rendering thread by the next ``put``, ``raise_if_failed`` or ``close``; no
-    chunk is stored after it. Not threaded, ``put`` stores the chunk itself.
-    """
-
-    def __init__(
-        self,
-        runner: ChunkRunner,
-        job_id: str,
-        token: str,
-        lease: LeaseKeeper,
-        progress: Progress,
-        fps: float,
-        clock: ChunkClock,
-        *,
-        threaded: bool,
-    ) -> None:
-        self._store = functools.partial(runner.store_chunk, job_id, token, lease, progress, fps, clock)
-        self._job_id = job_id
-        self._threaded = threaded
-        self._idle = threading.Semaphore(1)  # held from a hand-over until that chunk is stored
-        self._ready = threading.Event()
-        self._handed: tuple[ChunkSpec, npt.NDArray[np.uint8], ChunkCarry, ChunkOutputs] | None = None
-        self._closing = False
-        self._failed = False
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
-
-    def raise_if_failed(self) -> None:
-        """Raise the sink's error in the calling (rendering) thread, once."""
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-
-    def put(
-        self, chunk: ChunkSpec, frames: npt.NDArray[np.uint8], carry: ChunkCarry, outputs: ChunkOutputs
-    ) -> None:
-        if not self._threaded:
-            self._store(chunk, frames, carry, outputs)
-            return
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=in_job_context(self._loop), name=f"parla-sink-{self._job_id}", daemon=True
-            )
-            self._thread.start()
-        self._idle.acquire()  # the previous chunk is stored, or failed
-        if self._failed:
-            self._idle.release()
-            self.raise_if_failed()
-            raise RuntimeError("the chunk sink failed earlier")  # its error was raised already
-        self._handed = (chunk, frames, carry, outputs)
-        self._ready.set()
-
-    def close(self, *, raise_error: bool = True) -> None:
-        """Wait until every chunk handed over is stored (or the sink failed); raise its error.
-
-        ``raise_error=False`` when the rendering thread is failing already: the sink's error is
-        logged instead of replacing that one.
-        """
-        if self._thread is not None:
-            self._idle.acquire()
-            self._closing = True
-            self._ready.set()
-            self._thread.join()
-            self._thread = None
-            self._idle.release()
-        if raise_error:
-            self.raise_if_failed()
-        elif self._error is not None:
-            log.error("job %s: storing a chunk failed too: %s", self._job_id, self._error)
-
-    def _loop(self) -> None:
-        while True:
-            self._ready.wait()
-            self._ready.clear()
-            item, self._handed = self._handed, None
-            if item is not None and not self._failed:
-                try:
-                    self._store(*item)
-                except BaseException as exc:  # handed to the rendering thread, which sorts it
-                    self._error, self._failed = exc, True
-            del item
-            if self._closing:
-                return
-            self._idle.release()
