@@ -24,12 +24,14 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import cv2
 import numpy as np
 
 from core.errors import InvalidInput
+
+T = TypeVar("T")
 
 MIN_FACE_SIZE_PX = 64
 MAX_ABS_YAW_DEG = 45.0
@@ -468,3 +470,21 @@ def paste_back(
         uint8 ``(F, H', W', 3)`` at the photo's aspect ratio, even dimensions (H.264).
     """
     return PasteBack(original, crop_frames.shape[1], matrix, max_side)(crop_frames)
+
+
+def hold_last_found(values: list[T | None], missing: str = "no face found in the driving video") -> list[T]:
+    """``values`` (per frame, None where no face was found) with each None replaced by the nearest
+    earlier value, leading ones by the first found.
+
+    Raises:
+        ValueError: ``missing``, when no value was found at all.
+    """
+    found = [value for value in values if value is not None]
+    if not found:
+        raise ValueError(missing)
+    previous = found[0]
+    filled = []
+    for value in values:
+        previous = value if value is not None else previous
+        filled.append(previous)
+    return filled

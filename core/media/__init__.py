@@ -14,6 +14,7 @@ from core.media.inputs import (
     check_video,
     decode_audio,
     decode_image,
+    frames_at_rate,
 )
 from core.media.outputs import VideoInfo, assemble_mp4, encode_segment, fps_fraction, probe_video
 
@@ -34,5 +35,6 @@ __all__ = [
     "decode_image",
     "encode_segment",
     "fps_fraction",
+    "frames_at_rate",
     "probe_video",
 ]

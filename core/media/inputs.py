@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -313,3 +314,35 @@ def _check_frame_size(width: int, height: int, limits: VideoLimits) -> None:
             f"driving_video is {width}x{height}; each side must be at least {limits.min_side} pixels",
             code="invalid_driving_video",
         )
+
+
+def frames_at_rate(data: bytes, fps: float, max_frames: int) -> Iterator[npt.NDArray[np.uint8]]:
+    """A video's frames as shown at ``fps``, uint8 RGB ``(H, W, 3)``, at most ``max_frames``.
+
+    Output frame ``i`` is the source frame on screen at ``i / fps`` (frames are held, or skipped,
+    by their timestamps); when the video ends before ``max_frames``, its last frame comes once and
+    the iteration stops, so a shorter video gives fewer frames. Only the frames used are converted.
+
+    Raises:
+        ValueError: the bytes are not a decodable video.
+    """
+    import av
+
+    count = 0
+    try:
+        with av.open(io.BytesIO(data), mode="r") as container:
+            stream = container.streams.video[0]
+            pending: npt.NDArray[np.uint8] | None = None  # the latest decoded frame not yet shown
+            for frame in container.decode(stream):
+                time = float(frame.time) if frame.time is not None else count / fps
+                # every output frame whose time falls before this source frame shows the one before
+                while pending is not None and count < max_frames and count / fps < time:
+                    count += 1
+                    yield pending
+                if count >= max_frames:
+                    return
+                pending = np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8)
+            if pending is not None and count < max_frames:  # the last frame shows until the end
+                yield pending
+    except (av.error.FFmpegError, IndexError) as error:
+        raise ValueError(f"cannot decode the driving video: {error}") from error

@@ -21,7 +21,6 @@ whole clip's latents; for a clip of at most ``context_frames`` frames both give 
 
 from __future__ import annotations
 
-import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy.typing as npt
 import torch
 
 from core.errors import EngineFailure, InvalidInput, WeightsError
+from core.media import frames_at_rate
 from models.aniportrait.a2l import MESH_WINDOW_FRAMES, PortraitMesh, num_frames_of, predict_landmarks
 from models.aniportrait.checkpoint import (
     A2L_FILES,
@@ -62,6 +62,7 @@ from models.engine import (
     RenderParams,
     num_frames_for,
 )
+from models.face import hold_last_found
 from models.sd.pipeline import ClassifierFreeGuidance, SDVideoPipeline, dtype_from_name
 from models.sd.sampler import ChunkSchedule
 
@@ -218,32 +219,8 @@ def driving_video_poses(video: bytes, analyzer: Any, crop: Any, num_frames: int)
     Raises:
         ValueError: the bytes are not a decodable video, or no frame shows a face.
     """
-    import av
-
-    matrices: list[npt.NDArray[np.float64] | None] = []
-    try:
-        with av.open(io.BytesIO(video), mode="r") as container:
-            stream = container.streams.video[0]
-            pending: Any = None
-            for frame in container.decode(stream):
-                time = float(frame.time) if frame.time is not None else len(matrices) / FPS
-                while pending is not None and len(matrices) < num_frames and len(matrices) / FPS < time:
-                    matrices.append(_matrix_of(analyzer, crop(pending)))
-                pending = frame.to_ndarray(format="rgb24")
-                if len(matrices) >= num_frames:
-                    break
-            if pending is not None and len(matrices) < num_frames:
-                matrices.append(_matrix_of(analyzer, crop(pending)))
-    except (av.error.FFmpegError, IndexError) as error:
-        raise ValueError(f"cannot decode the driving video: {error}") from error
-    found = [matrix for matrix in matrices if matrix is not None]
-    if not found:
-        raise ValueError("no face found in the driving video")
-    previous = found[0]
-    filled = []
-    for matrix in matrices:
-        previous = matrix if matrix is not None else previous
-        filled.append(previous)
+    matrices = [_matrix_of(analyzer, crop(frame)) for frame in frames_at_rate(video, FPS, num_frames)]
+    filled = hold_last_found(matrices)
     poses = smooth_poses(poses_from_matrices(np.stack(filled)), DRIVING_SMOOTHING)
     return mirror_tile(poses, num_frames)
 

@@ -14,7 +14,6 @@ Drawing uses OpenCV itself so that the pixels match the images the guider was tr
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from typing import Any, Literal, Protocol
@@ -24,6 +23,9 @@ import numpy as np
 import numpy.typing as npt
 import torch
 import torch.nn.functional as F
+
+from core.media import frames_at_rate
+from models.face import hold_last_found
 
 Keypoints = npt.NDArray[np.float32]
 Retarget = Literal["offset", "naive", "none"]
@@ -242,33 +244,8 @@ def driving_video_kps(video: bytes, detector: KeypointDetector, num_frames: int,
     Raises:
         ValueError: the bytes are not a decodable video, or no frame shows a face.
     """
-    import av
-
-    sampled: list[npt.NDArray[np.float32] | None] = []
-    try:
-        with av.open(io.BytesIO(video), mode="r") as container:
-            stream = container.streams.video[0]
-            pending: Any = None  # the latest decoded frame not yet used
-            for frame in container.decode(stream):
-                time = float(frame.time) if frame.time is not None else len(sampled) / fps
-                # emit every output frame whose time falls before this driving frame
-                while pending is not None and len(sampled) < num_frames and len(sampled) / fps < time:
-                    sampled.append(_first_face_kps(pending, detector))
-                pending = frame.to_ndarray(format="rgb24")
-                if len(sampled) >= num_frames:
-                    break
-            if pending is not None and len(sampled) < num_frames:  # the last frame shows until the end
-                sampled.append(_first_face_kps(pending, detector))
-    except (av.error.FFmpegError, IndexError) as error:
-        raise ValueError(f"cannot decode the driving video: {error}") from error
-    found = [kps for kps in sampled if kps is not None]
-    if not found:
-        raise ValueError("no face found in the driving video")
-    previous = found[0]
-    filled = []
-    for kps in sampled:
-        previous = kps if kps is not None else previous
-        filled.append(previous)
+    sampled = [_first_face_kps(frame, detector) for frame in frames_at_rate(video, fps, num_frames)]
+    filled = hold_last_found(sampled)
     return resample_kps(np.stack(filled), num_frames)
 
 

@@ -20,6 +20,7 @@ from core.media import (
     decode_audio,
     decode_image,
     encode_segment,
+    frames_at_rate,
     probe_video,
 )
 from core.settings import Settings
@@ -292,3 +293,44 @@ def test_input_limits_come_from_the_settings() -> None:
         decode_audio(clip, InputLimits.from_settings(Settings(max_audio_seconds=900.0)).audio).duration_s
         > 2.9
     )
+
+
+def _levels_video(levels: list[int], fps: int = 10) -> bytes:
+    import av
+
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        for level in levels:
+            image = np.full((32, 32, 3), level, np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("fps", "max_frames", "shown"),
+    [
+        (25.0, 100, [0, 0, 0, 1, 1, 2, 2, 2, 3, 3, 4]),  # held by their timestamps; the last once
+        (25.0, 4, [0, 0, 0, 1]),
+        (5.0, 100, [0, 2, 4]),  # skipped
+        (10.0, 100, [0, 1, 2, 3, 4]),
+    ],
+)
+def test_frames_at_rate_shows_each_source_frame_by_its_time(
+    fps: float, max_frames: int, shown: list[int]
+) -> None:
+    levels = [0, 60, 120, 180, 240]
+    frames = list(frames_at_rate(_levels_video(levels), fps, max_frames))
+    assert all(frame.dtype == np.uint8 and frame.shape == (32, 32, 3) for frame in frames)
+    assert [
+        int(np.argmin([abs(float(frame.mean()) - level) for level in levels])) for frame in frames
+    ] == shown
+
+
+def test_frames_at_rate_refuses_what_is_not_a_video() -> None:
+    with pytest.raises(ValueError, match="cannot decode the driving video"):
+        list(frames_at_rate(b"not a video", 25.0, 10))

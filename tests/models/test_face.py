@@ -222,3 +222,12 @@ def test_video_mode_tracks_a_moving_face(portrait: np.ndarray, face: Face) -> No
             assert tracked[0].keypoints[2, 0] - face.keypoints[2, 0] == pytest.approx(shift, abs=2.5)
     finally:
         tracker.close()
+
+
+def test_hold_last_found_fills_gaps_from_the_nearest_earlier_face() -> None:
+    from models.face import hold_last_found
+
+    assert hold_last_found([None, 2, None, None, 5, None]) == [2, 2, 2, 2, 5, 5]
+    assert hold_last_found([1]) == [1]
+    with pytest.raises(ValueError, match="no face found in the driving video"):
+        hold_last_found([None, None])
