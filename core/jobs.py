@@ -10,7 +10,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 OutputName = Literal["video", "motion", "landmarks"]
-"""What a job can produce (``RenderOptions.outputs``); the same names as ``models.engine.OutputName``."""
+"""What a job can produce (``RenderOptions.outputs``, ``RenderParams.outputs``): the ``video``
+always; ``motion`` (the generated motion, a ``parla-motion`` NPZ) and ``landmarks`` (a two-stage
+engine's first-stage landmarks, an NPZ) when the engine makes them."""
 
 WebhookEvent = Literal[
     "video.started", "video.progress", "video.chunk", "video.succeeded", "video.failed", "video.canceled"

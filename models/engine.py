@@ -22,7 +22,7 @@ mapped from disk) and a file to write the output into.
 
 Engines are generic over their prepared state and their options model (``models.options``); the
 registry (``models.registry``) names each engine's options, capabilities and constructor. This
-module depends on numpy and pydantic only, so that the API process can import it without torch.
+module depends on numpy, pydantic and ``core.jobs`` only, so that the API process can import it without torch.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from typing import Any, BinaryIO, Generic, Literal, Protocol, TypeVar, runtime_c
 import numpy as np
 import numpy.typing as npt
 
+from core.jobs import OutputName
 from models.options import OptionsT
 
 Frames = npt.NDArray[np.uint8]
@@ -72,11 +73,6 @@ class RenderInputs:
 
 
 Framing = Literal["crop", "full"]
-
-OutputName = Literal["video", "motion", "landmarks"]
-"""What a job can produce: the ``video`` always; ``motion`` (the generated motion, a
-``parla-motion`` NPZ) and ``landmarks`` (a two-stage engine's first-stage landmarks, an NPZ) when
-the engine makes them."""
 
 ChunkOutputs = dict[str, dict[str, npt.NDArray[Any]]]
 """One chunk's part of the extra outputs: output name -> named arrays whose axis 0 is the chunk's

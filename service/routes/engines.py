@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from core.errors import NotFound
+from core.jobs import OutputName
 from models.registry import ENGINES, EngineSpec
 from service.deps import Services, ServicesDep, TenantDep
 from service.openapi import ENGINE_ERRORS, ENGINE_LIST_ERRORS
@@ -27,7 +28,7 @@ class EngineCapabilities(BaseModel):
     driving_video: bool = Field(description="Uses a `driving_video` input.")
     emotion: bool = Field(description="Takes an emotion control.")
     gaze: bool = Field(description="Takes a gaze control.")
-    outputs: list[Literal["video", "motion", "landmarks"]] = Field(
+    outputs: list[OutputName] = Field(
         description="What a job can ask it to produce (`outputs`): `video` always, `motion` (the "
         "generated motion, NPZ), `landmarks` (first-stage landmarks, NPZ)."
     )
